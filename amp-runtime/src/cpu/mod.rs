@@ -1,0 +1,15 @@
+//! The CPU backend: element conversion, GEMM and the f32 kernels every op uses.
+//!
+//! Low-precision ops widen their inputs to f32, compute in f32 and round once
+//! when writing the output, so F16/BF16 results are the correctly computed
+//! values rounded a single time.
+
+mod convert;
+pub(crate) mod gemm;
+pub(crate) mod kernels;
+mod storage;
+
+pub(crate) use convert::convert_vec;
+pub use convert::Element;
+pub(crate) use convert::{from_f32_vec, to_f32_vec, PAR_CHUNK, PAR_THRESHOLD};
+pub use storage::CpuStorage;

@@ -1,0 +1,91 @@
+//! The one error type of amp's runtime.
+//!
+//! Every message names the op, the shapes or values involved, and the fix, so a
+//! user can act on it without reading amp's source.
+
+use crate::shape::Shape;
+
+/// Result alias used throughout amp.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A runtime failure: bad shapes, bad dimensions, out-of-range indices, bad
+/// arguments. Nothing in amp panics on user input; it returns one of these.
+///
+/// ```
+/// use amp::{Tensor, F32};
+/// let a = Tensor::<F32>::zeros([2, 3]);
+/// let b = Tensor::<F32>::zeros([4, 5]);
+/// let err = a.matmul(&b).unwrap_err();
+/// assert!(err.to_string().contains("matmul"));
+/// assert!(err.to_string().contains("[2, 3]"));
+/// ```
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Two operands whose shapes cannot be combined.
+    #[error("{op}: shapes {lhs} and {rhs} are incompatible: {fix}")]
+    ShapeMismatch {
+        op: &'static str,
+        lhs: Shape,
+        rhs: Shape,
+        fix: String,
+    },
+    /// A dimension index outside `-rank..rank`.
+    #[error("{op}: dim {dim} is out of range for a tensor of shape {shape} (rank {rank}); use a dim in {lo}..{rank}, negative dims count from the end", lo = -(*rank as i64))]
+    DimOutOfRange {
+        op: &'static str,
+        dim: i64,
+        rank: usize,
+        shape: Shape,
+    },
+    /// An index (embedding id, class target, narrow bound) outside its dimension.
+    #[error("{op}: index {index} is out of range for dim {dim} of size {size}; valid indices are 0..{size}")]
+    IndexOutOfRange {
+        op: &'static str,
+        index: usize,
+        dim: usize,
+        size: usize,
+    },
+    /// A buffer whose length does not match the requested shape.
+    #[error("{op}: shape {shape} holds {expected} elements but {got} were given; pass a shape whose dims multiply to {got}")]
+    ElementCount {
+        op: &'static str,
+        shape: Shape,
+        expected: usize,
+        got: usize,
+    },
+    /// An op that is undefined on an empty tensor (e.g. `argmax` of nothing).
+    #[error(
+        "{op}: undefined on an empty tensor (shape {shape}); check the sizes that produced it"
+    )]
+    Empty { op: &'static str, shape: Shape },
+    /// Any other bad argument; `msg` says what was wrong and how to fix it.
+    #[error("{op}: {msg}")]
+    Invalid { op: &'static str, msg: String },
+    /// A device that is unavailable or does not match the other operands.
+    #[error("{op}: {msg}")]
+    Device { op: &'static str, msg: String },
+}
+
+impl Error {
+    pub(crate) fn invalid(op: &'static str, msg: impl Into<String>) -> Self {
+        Error::Invalid {
+            op,
+            msg: msg.into(),
+        }
+    }
+
+    pub(crate) fn shape_mismatch(
+        op: &'static str,
+        lhs: &Shape,
+        rhs: &Shape,
+        fix: impl Into<String>,
+    ) -> Self {
+        Error::ShapeMismatch {
+            op,
+            lhs: lhs.clone(),
+            rhs: rhs.clone(),
+            fix: fix.into(),
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The runtime of amp: typed precisions, `Tensor<P>`, ops and the CPU backend.
+//!
+//! Use it through the facade crate `amp`, which re-exports everything here.
+
+pub mod cpu;
+mod device;
+mod error;
+pub mod ops;
+mod precision;
+mod shape;
+mod storage;
+mod tensor;
+
+pub use device::Device;
+pub use error::{Error, Result};
+pub use ops::{AttentionOptions, ClassLossOptions, Conv2dOptions, Reduction};
+pub use precision::{DType, FloatInfo, Precision, SamePrecision, Wide, BF16, F16, F32};
+pub use shape::{Dim, Layout, Shape};
+pub use storage::{Storage, TensorCore};
+pub use tensor::{Indices, Tensor};

@@ -1,0 +1,228 @@
+//! Matrix products: `matmul` (batched, broadcasting batch dims, 1-D operands
+//! like PyTorch), `bmm` and `linear`.
+//!
+//! Precision-neutral and the reason low precision exists: both operands have
+//! the same `P`; products are accumulated in f32 and rounded once.
+
+use std::borrow::Cow;
+
+use crate::cpu::gemm::{self, Operand};
+use crate::error::{Error, Result};
+use crate::precision::{Precision, SamePrecision};
+use crate::shape::{Layout, Shape};
+use crate::tensor::Tensor;
+
+impl<P: Precision> Tensor<P> {
+    /// Matrix product with PyTorch's `matmul` rules: the last two dims multiply,
+    /// leading (batch) dims broadcast, a 1-D left operand is a row vector and a
+    /// 1-D right operand a column vector (their dim is removed from the result).
+    ///
+    /// ```
+    /// use amp::{Tensor, BF16};
+    /// # fn main() -> amp::Result<()> {
+    /// let a = Tensor::<BF16>::ones([8, 2, 3]);  // a batch of 8
+    /// let b = Tensor::<BF16>::ones([3, 4]);     // broadcast over the batch
+    /// let c = a.matmul(&b)?;
+    /// assert_eq!(c.dims(), &[8, 2, 4]);
+    /// assert_eq!(c.to_f32_vec()[0], 3.0);
+    /// # Ok(()) }
+    /// ```
+    pub fn matmul<Q: Precision + SamePrecision<P>>(&self, rhs: &Tensor<Q>) -> Result<Self> {
+        let (values, shape) = self.matmul_f32(rhs)?;
+        Ok(Self::from_f32_values(values, shape))
+    }
+
+    /// The unrounded f32 product and its shape, for ops that fuse more work
+    /// before the single rounding (linear's bias, attention's softmax).
+    pub(crate) fn matmul_f32<Q: Precision>(&self, rhs: &Tensor<Q>) -> Result<(Vec<f32>, Shape)> {
+        const OP: &str = "matmul";
+        self.core().same_device(rhs.core(), OP)?;
+        if self.rank() == 0 || rhs.rank() == 0 {
+            return Err(Error::shape_mismatch(
+                OP,
+                self.shape(),
+                rhs.shape(),
+                "both operands need at least 1 dim; use `mul` for scalars",
+            ));
+        }
+        // Promote 1-D operands to matrices, remembering which dims to drop.
+        let (lhs, drop_m) = if self.rank() == 1 {
+            (self.unsqueeze(0)?, true)
+        } else {
+            (self.clone(), false)
+        };
+        let (rhs, drop_n) = if rhs.rank() == 1 {
+            (rhs.unsqueeze(1)?, true)
+        } else {
+            (rhs.clone(), false)
+        };
+        let (m, k) = (lhs.dims()[lhs.rank() - 2], lhs.dims()[lhs.rank() - 1]);
+        let (k2, n) = (rhs.dims()[rhs.rank() - 2], rhs.dims()[rhs.rank() - 1]);
+        if k != k2 {
+            return Err(Error::shape_mismatch(
+                OP,
+                self.shape(),
+                rhs.shape(),
+                format!("inner dims differ ({k} vs {k2}); the left's last dim must equal the right's second-to-last (transpose one operand?)"),
+            ));
+        }
+        let batch_l = Shape::from(&lhs.dims()[..lhs.rank() - 2]);
+        let batch_r = Shape::from(&rhs.dims()[..rhs.rank() - 2]);
+        let batch = batch_l.broadcast_with(&batch_r, OP).map_err(|_| {
+            Error::shape_mismatch(
+                OP,
+                self.shape(),
+                rhs.shape(),
+                format!("batch dims {batch_l} and {batch_r} do not broadcast"),
+            )
+        })?;
+        let out = batched_product(&lhs, &rhs, &batch, m, n, k)?;
+        let mut dims = batch.dims().to_vec();
+        if !drop_m {
+            dims.push(m);
+        }
+        if !drop_n {
+            dims.push(n);
+        }
+        Ok((out, dims.into()))
+    }
+
+    /// Batched matrix product of `[b, m, k]` and `[b, k, n]` (no broadcasting,
+    /// like `torch.bmm`).
+    pub fn bmm<Q: Precision + SamePrecision<P>>(&self, rhs: &Tensor<Q>) -> Result<Self> {
+        if self.rank() != 3 || rhs.rank() != 3 || self.dims()[0] != rhs.dims()[0] {
+            return Err(Error::shape_mismatch(
+                "bmm",
+                self.shape(),
+                rhs.shape(),
+                "bmm needs [b, m, k] and [b, k, n] with the same b; use `matmul` to broadcast",
+            ));
+        }
+        self.matmul(rhs)
+    }
+
+    /// `x · Wᵀ + b` for `x: [.., in]`, `weight: [out, in]`, `bias: [out]`, like
+    /// `torch.nn.functional.linear`. The transpose is a free view.
+    ///
+    /// ```
+    /// use amp::{Tensor, F16};
+    /// # fn main() -> amp::Result<()> {
+    /// let x = Tensor::<F16>::ones([4, 3]);
+    /// let w = Tensor::<F16>::ones([5, 3]);
+    /// let b = Tensor::<F16>::full(0.5, [5]);
+    /// let y = x.linear(&w, Some(&b))?;
+    /// assert_eq!(y.dims(), &[4, 5]);
+    /// assert_eq!(y.to_f32_vec()[0], 3.5);
+    /// # Ok(()) }
+    /// ```
+    pub fn linear<Q: Precision + SamePrecision<P>>(
+        &self,
+        weight: &Tensor<Q>,
+        bias: Option<&Tensor<Q>>,
+    ) -> Result<Self> {
+        const OP: &str = "linear";
+        if weight.rank() != 2 {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "weight must be [out_features, in_features], got {}",
+                    weight.shape()
+                ),
+            ));
+        }
+        if self.rank() == 0 || self.dims()[self.rank() - 1] != weight.dims()[1] {
+            return Err(Error::shape_mismatch(
+                OP,
+                self.shape(),
+                weight.shape(),
+                format!(
+                    "input's last dim must equal weight's in_features ({})",
+                    weight.dims()[1]
+                ),
+            ));
+        }
+        let out_features = weight.dims()[0];
+        if let Some(b) = bias {
+            if b.dims() != [out_features] {
+                return Err(Error::shape_mismatch(
+                    OP,
+                    b.shape(),
+                    weight.shape(),
+                    format!("bias must be [out_features] = [{out_features}]"),
+                ));
+            }
+        }
+        let (mut y, shape) = self.matmul_f32(&weight.t()?)?;
+        if let (Some(b), true) = (bias, out_features > 0) {
+            // Bias joins the f32 accumulator, so the output is rounded once.
+            let b = b.core().contiguous_f32();
+            for row in y.chunks_mut(out_features) {
+                row.iter_mut().zip(b.iter()).for_each(|(y, b)| *y += b);
+            }
+        }
+        Ok(Self::from_f32_values(y, shape))
+    }
+}
+
+/// Storage offsets of every batch matrix, for a layout broadcast to `batch`.
+fn batch_offsets(l: &Layout, batch: &Shape) -> Vec<usize> {
+    let r = l.shape().rank();
+    let batch_layout = Layout::new(
+        Shape::from(&l.shape().dims()[..r - 2]),
+        l.strides()[..r - 2].to_vec(),
+        l.offset(),
+    );
+    let b = batch_layout
+        .broadcast_to(batch, "matmul")
+        .expect("internal: batch dims were checked to broadcast");
+    let n = batch.numel();
+    let mut out = Vec::with_capacity(n);
+    let mut idx = vec![0usize; batch.rank()];
+    for _ in 0..n {
+        out.push(b.offset_of(&idx));
+        for d in (0..idx.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < batch.dims()[d] {
+                break;
+            }
+            idx[d] = 0;
+        }
+    }
+    out
+}
+
+/// f32 product of every batch: `[batch.., m, n]` contiguous.
+fn batched_product<P: Precision, Q: Precision>(
+    lhs: &Tensor<P>,
+    rhs: &Tensor<Q>,
+    batch: &Shape,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<Vec<f32>> {
+    let (a, la): (Cow<'_, [f32]>, Layout) = lhs.core().f32_view();
+    let (b, lb): (Cow<'_, [f32]>, Layout) = rhs.core().f32_view();
+    let (ra, rb) = (la.shape().rank(), lb.shape().rank());
+    let offs_a = batch_offsets(&la, batch);
+    let offs_b = batch_offsets(&lb, batch);
+    let mut out = vec![0f32; batch.numel() * m * n];
+    gemm::batched(
+        Operand {
+            data: &a,
+            batch_offsets: &offs_a,
+            rs: la.strides()[ra - 2],
+            cs: la.strides()[ra - 1],
+        },
+        Operand {
+            data: &b,
+            batch_offsets: &offs_b,
+            rs: lb.strides()[rb - 2],
+            cs: lb.strides()[rb - 1],
+        },
+        m,
+        n,
+        k,
+        &mut out,
+    );
+    Ok(out)
+}

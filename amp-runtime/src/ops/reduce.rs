@@ -1,0 +1,210 @@
+//! Reductions: `sum`, `mean`, `var`, `logsumexp`, `cumsum` (wide-only: a sum
+//! of a few thousand F16 activations passes 65504, and BF16's 8-bit mantissa
+//! stops adding small terms to a large total) and `argmax` (any precision: it
+//! only compares).
+
+use crate::cpu::kernels;
+use crate::error::{Error, Result};
+use crate::precision::{Precision, Wide};
+use crate::shape::{Dim, Shape};
+use crate::tensor::{Indices, Tensor};
+
+impl<P: Precision> Tensor<P> {
+    /// Rows along `dim`: the values with `dim` moved last (contiguous f32), the
+    /// row length, and the shape of the reduced result.
+    pub(crate) fn rows_along(
+        &self,
+        dim: impl Dim,
+        keepdim: bool,
+        op: &'static str,
+    ) -> Result<(Vec<f32>, usize, Shape, usize)> {
+        let d = dim.resolve(self.shape(), op)?;
+        let mut perm: Vec<usize> = (0..self.rank()).filter(|&i| i != d).collect();
+        perm.push(d);
+        let moved = self.permute(&perm)?;
+        let values = moved.core().contiguous_f32().into_owned();
+        let mut dims = self.dims().to_vec();
+        if keepdim {
+            dims[d] = 1;
+        } else {
+            dims.remove(d);
+        }
+        Ok((values, self.dims()[d], dims.into(), d))
+    }
+
+    /// Put a tensor computed with `dim` moved last back into place.
+    pub(crate) fn unmove_last(values: Vec<f32>, moved_dims: &[usize], d: usize) -> Result<Self> {
+        let rank = moved_dims.len();
+        let t = Self::from_f32_values(values, moved_dims.to_vec());
+        // moved order is [others.., d]; invert that permutation.
+        let mut perm = Vec::with_capacity(rank);
+        for i in 0..rank {
+            perm.push(match i.cmp(&d) {
+                std::cmp::Ordering::Less => i,
+                std::cmp::Ordering::Equal => rank - 1,
+                std::cmp::Ordering::Greater => i - 1,
+            });
+        }
+        Ok(t.permute(&perm)?.contiguous())
+    }
+
+    /// Index of the largest element along `dim` (first one on ties; NaN counts
+    /// as largest, like PyTorch).
+    ///
+    /// ```
+    /// use amp::{Tensor, F16};
+    /// let t = Tensor::<F16>::from_f32(&[1., 5., 2., 7., 0., 3.], [2, 3]).unwrap();
+    /// assert_eq!(t.argmax(1, false).unwrap().values(), &[1, 0]);
+    /// ```
+    pub fn argmax(&self, dim: impl Dim, keepdim: bool) -> Result<Indices> {
+        let (values, len, shape, _) = self.rows_along(dim, keepdim, "argmax")?;
+        if len == 0 {
+            return Err(Error::Empty {
+                op: "argmax",
+                shape: self.shape().clone(),
+            });
+        }
+        let idx = values
+            .chunks(len)
+            .map(|row| {
+                let mut best = 0;
+                for (i, &v) in row.iter().enumerate() {
+                    if v.is_nan() {
+                        return i;
+                    }
+                    if v > row[best] {
+                        best = i;
+                    }
+                }
+                best
+            })
+            .collect();
+        Indices::new(idx, shape)
+    }
+}
+
+impl<P: Wide> Tensor<P> {
+    fn reduce_dim(
+        &self,
+        dim: impl Dim,
+        keepdim: bool,
+        op: &'static str,
+        f: impl Fn(&[f32]) -> f32 + Sync,
+    ) -> Result<Self> {
+        let (values, len, shape, _) = self.rows_along(dim, keepdim, op)?;
+        let out = if len == 0 {
+            vec![f(&[]); shape.numel()]
+        } else {
+            kernels::rows(&values, len, 1, |x, o| o[0] = f(x))
+        };
+        Ok(Self::from_f32_values(out, shape))
+    }
+
+    /// Sum of all elements, as a tensor of shape `[]`.
+    ///
+    /// ```
+    /// use amp::{Tensor, F32};
+    /// let t = Tensor::<F32>::ones([3, 4]);
+    /// assert_eq!(t.sum().to_scalar().unwrap(), 12.0);
+    /// ```
+    pub fn sum(&self) -> Self {
+        let v = self.core().contiguous_f32();
+        Self::from_f32_values(vec![kernels::sum_accurate(&v)], ())
+    }
+
+    /// Sum along `dim`.
+    pub fn sum_dim(&self, dim: impl Dim, keepdim: bool) -> Result<Self> {
+        self.reduce_dim(dim, keepdim, "sum_dim", kernels::sum_accurate)
+    }
+
+    /// Mean of all elements (NaN for an empty tensor, like PyTorch).
+    pub fn mean(&self) -> Self {
+        let v = self.core().contiguous_f32();
+        Self::from_f32_values(vec![kernels::sum_accurate(&v) / v.len() as f32], ())
+    }
+
+    /// Mean along `dim`.
+    ///
+    /// ```
+    /// use amp::{Tensor, F32};
+    /// let t = Tensor::<F32>::from_f32(&[1., 2., 3., 4.], [2, 2]).unwrap();
+    /// assert_eq!(t.mean_dim(0, false).unwrap().to_vec(), vec![2., 3.]);
+    /// ```
+    pub fn mean_dim(&self, dim: impl Dim, keepdim: bool) -> Result<Self> {
+        self.reduce_dim(dim, keepdim, "mean_dim", |x| {
+            kernels::sum_accurate(x) / x.len() as f32
+        })
+    }
+
+    /// Variance of all elements with `correction` (1 = unbiased, PyTorch's
+    /// default; 0 = population).
+    pub fn var(&self, correction: usize) -> Self {
+        let v = self.core().contiguous_f32();
+        Self::from_f32_values(vec![variance(&v, correction)], ())
+    }
+
+    /// Variance along `dim` with `correction` (see [`var`](Self::var)).
+    ///
+    /// ```
+    /// use amp::{Tensor, F32};
+    /// let t = Tensor::<F32>::from_f32(&[1., 2., 3., 4.], [4]).unwrap();
+    /// assert_eq!(t.var_dim(0, 1, false).unwrap().to_scalar().unwrap(), 5.0 / 3.0);
+    /// ```
+    pub fn var_dim(&self, dim: impl Dim, correction: usize, keepdim: bool) -> Result<Self> {
+        self.reduce_dim(dim, keepdim, "var_dim", move |x| variance(x, correction))
+    }
+
+    /// `log(sum(exp(x)))` along `dim`, computed stably (max subtracted first).
+    pub fn logsumexp(&self, dim: impl Dim, keepdim: bool) -> Result<Self> {
+        self.reduce_dim(dim, keepdim, "logsumexp", logsumexp)
+    }
+
+    /// Running sum along `dim` (inclusive), accumulated in f64 so long rows do
+    /// not drift.
+    ///
+    /// ```
+    /// use amp::{Tensor, F32};
+    /// let t = Tensor::<F32>::from_f32(&[1., 2., 3.], [3]).unwrap();
+    /// assert_eq!(t.cumsum(0).unwrap().to_vec(), vec![1., 3., 6.]);
+    /// ```
+    pub fn cumsum(&self, dim: impl Dim) -> Result<Self> {
+        let (values, len, _, d) = self.rows_along(dim, true, "cumsum")?;
+        if len == 0 {
+            return Ok(self.clone());
+        }
+        let out = kernels::rows(&values, len, len, |x, o| {
+            let mut acc = 0f64;
+            for (o, &v) in o.iter_mut().zip(x) {
+                acc += v as f64;
+                *o = acc as f32;
+            }
+        });
+        let mut moved: Vec<usize> = self.dims().to_vec();
+        let last = moved.remove(d);
+        moved.push(last);
+        Self::unmove_last(out, &moved, d)
+    }
+}
+
+/// Two-pass variance (mean first), stable for data far from zero.
+pub(crate) fn variance(x: &[f32], correction: usize) -> f32 {
+    let n = x.len();
+    if n <= correction {
+        return f32::NAN;
+    }
+    let mean = kernels::sum_accurate(x) as f64 / n as f64;
+    let ss: f64 = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum();
+    (ss / (n - correction) as f64) as f32
+}
+
+pub(crate) fn logsumexp(x: &[f32]) -> f32 {
+    let m = kernels::max(x);
+    if m == f32::NEG_INFINITY || m.is_nan() {
+        return m;
+    }
+    if m.is_infinite() {
+        return m;
+    }
+    let s: f32 = x.iter().map(|&v| (v - m).exp()).sum();
+    m + s.ln()
+}

@@ -1,0 +1,61 @@
+//! `softmax` and `log_softmax`: wide-only. Their outputs depend on differences
+//! between large exponentials that F16 flattens or overflows.
+
+use crate::cpu::kernels;
+use crate::error::Result;
+use crate::precision::Wide;
+use crate::shape::Dim;
+use crate::tensor::Tensor;
+
+impl<P: Wide> Tensor<P> {
+    /// Softmax along `dim`, stable for large logits (the row max is subtracted).
+    ///
+    /// ```
+    /// use amp::{Tensor, F32};
+    /// let x = Tensor::<F32>::from_f32(&[1000., 1000.], [1, 2]).unwrap();
+    /// assert_eq!(x.softmax(-1).unwrap().to_vec(), vec![0.5, 0.5]);
+    /// ```
+    pub fn softmax(&self, dim: impl Dim) -> Result<Self> {
+        self.along_rows(dim, "softmax", softmax_row)
+    }
+
+    /// `log(softmax(x))` along `dim`, computed directly (no log of a rounded 0).
+    pub fn log_softmax(&self, dim: impl Dim) -> Result<Self> {
+        self.along_rows(dim, "log_softmax", log_softmax_row)
+    }
+
+    fn along_rows(
+        &self,
+        dim: impl Dim,
+        op: &'static str,
+        f: impl Fn(&[f32], &mut [f32]) + Sync,
+    ) -> Result<Self> {
+        let (values, len, _, d) = self.rows_along(dim, true, op)?;
+        if len == 0 {
+            return Ok(self.clone());
+        }
+        let out = kernels::rows(&values, len, len, f);
+        let mut moved = self.dims().to_vec();
+        let last = moved.remove(d);
+        moved.push(last);
+        Self::unmove_last(out, &moved, d)
+    }
+}
+
+pub(crate) fn softmax_row(x: &[f32], o: &mut [f32]) {
+    let m = kernels::max(x);
+    let mut s = 0f32;
+    for (o, &v) in o.iter_mut().zip(x) {
+        *o = (v - m).exp();
+        s += *o;
+    }
+    let inv = 1.0 / s;
+    o.iter_mut().for_each(|o| *o *= inv);
+}
+
+pub(crate) fn log_softmax_row(x: &[f32], o: &mut [f32]) {
+    let lse = super::reduce::logsumexp(x);
+    for (o, &v) in o.iter_mut().zip(x) {
+        *o = v - lse;
+    }
+}
