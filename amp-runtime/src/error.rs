@@ -39,7 +39,9 @@ pub enum Error {
         shape: Shape,
     },
     /// An index (embedding id, class target, narrow bound) outside its dimension.
-    #[error("{op}: index {index} is out of range for dim {dim} of size {size}; valid indices are 0..{size}")]
+    #[error(
+        "{op}: index {index} is out of range for dim {dim} of size {size}; valid indices are 0..{size}"
+    )]
     IndexOutOfRange {
         op: &'static str,
         index: usize,
@@ -47,7 +49,9 @@ pub enum Error {
         size: usize,
     },
     /// A buffer whose length does not match the requested shape.
-    #[error("{op}: shape {shape} holds {expected} elements but {got} were given; pass a shape whose dims multiply to {got}")]
+    #[error(
+        "{op}: shape {shape} holds {expected} elements but {got} were given; pass a shape whose dims multiply to {got}"
+    )]
     ElementCount {
         op: &'static str,
         shape: Shape,
@@ -55,9 +59,7 @@ pub enum Error {
         got: usize,
     },
     /// An op that is undefined on an empty tensor (e.g. `argmax` of nothing).
-    #[error(
-        "{op}: undefined on an empty tensor (shape {shape}); check the sizes that produced it"
-    )]
+    #[error("{op}: undefined on an empty tensor (shape {shape}); check the sizes that produced it")]
     Empty { op: &'static str, shape: Shape },
     /// Any other bad argument; `msg` says what was wrong and how to fix it.
     #[error("{op}: {msg}")]

@@ -14,7 +14,7 @@ mod tensor;
 pub use device::Device;
 pub use error::{Error, Result};
 pub use ops::{AttentionOptions, ClassLossOptions, Conv2dOptions, Reduction};
-pub use precision::{DType, FloatInfo, Precision, SamePrecision, Wide, BF16, F16, F32};
+pub use precision::{BF16, DType, F16, F32, FloatInfo, Precision, SamePrecision, Wide};
 pub use shape::{Dim, Layout, Shape};
 pub use storage::{Storage, TensorCore};
 pub use tensor::{Indices, Tensor};

@@ -86,7 +86,7 @@ mod sealed {
     note = "tensors are `Tensor<F32>`, `Tensor<F16>` or `Tensor<BF16>`"
 )]
 pub trait Precision:
-    sealed::Sealed + Copy + Default + fmt::Debug + Send + Sync + Unpin + 'static
+    sealed::Sealed + SamePrecision<Self> + Copy + Default + fmt::Debug + Send + Sync + Unpin + 'static
 {
     /// The element stored in memory (`f32`, `half::f16`, `half::bf16`).
     type Elem: Element;
@@ -185,7 +185,9 @@ pub trait Wide: Precision {}
 impl Wide for F32 {}
 
 /// "The same precision as `P`": the bound precision-neutral ops put on their
-/// other operands, so `Tensor<F16>` never silently meets `Tensor<F32>`.
+/// other operands, so `Tensor<F16>` never silently meets `Tensor<F32>`. Every
+/// precision is the same as itself, so code generic over `P: Precision` can
+/// combine `Tensor<P>`s freely.
 ///
 /// ```compile_fail
 /// use amp::{Tensor, F16, F32};

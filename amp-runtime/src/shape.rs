@@ -69,7 +69,7 @@ impl Shape {
                             "dim {} from the right is {a} vs {b}; broadcasting needs equal sizes or 1 (reshape or unsqueeze one operand)",
                             i + 1
                         ),
-                    ))
+                    ));
                 }
             };
         }
@@ -264,7 +264,7 @@ impl Layout {
             .dims()
             .iter()
             .zip(&self.strides)
-            .filter(|(&d, _)| d > 1)
+            .filter(|&(&d, _)| d > 1)
             .map(|(&d, &s)| (s, d))
             .collect();
         pairs.sort_unstable();

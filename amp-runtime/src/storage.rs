@@ -79,6 +79,11 @@ impl TensorCore {
         Arc::as_ptr(&self.storage)
     }
 
+    /// The whole host buffer as `T` (callers hold a typed tensor of `T`).
+    pub(crate) fn cpu_slice<T: Element>(&self) -> &[T] {
+        T::view(self.cpu()).expect("internal: typed tensor holds another dtype")
+    }
+
     fn cpu(&self) -> &CpuStorage {
         match &*self.storage {
             Storage::Cpu(s) => s,
@@ -173,8 +178,7 @@ impl TensorCore {
     pub(crate) fn to_vec<T: Element>(&self) -> Vec<T> {
         let c = self.contiguous();
         let l = c.layout();
-        let v = T::view(c.cpu()).expect("internal: typed tensor holds another dtype");
-        v[l.offset()..l.offset() + l.shape().numel()].to_vec()
+        c.cpu_slice::<T>()[l.offset()..l.offset() + l.shape().numel()].to_vec()
     }
 
     /// Check that all operands live on one device.

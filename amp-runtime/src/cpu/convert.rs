@@ -28,6 +28,8 @@ pub trait Element: Copy + Send + Sync + Default + PartialEq + std::fmt::Debug + 
     fn slice_to_f32(src: &[Self], dst: &mut [f32]);
     /// Round a slice of f32 into `dst` (same length).
     fn slice_from_f32(src: &[f32], dst: &mut [Self]);
+    /// `n` zeros, from zeroed pages (no write pass; the OS zeroes lazily).
+    fn zeros(n: usize) -> Vec<Self>;
     #[doc(hidden)]
     fn view(s: &CpuStorage) -> Option<&[Self]>;
     #[doc(hidden)]
@@ -49,6 +51,9 @@ impl Element for f32 {
     }
     fn slice_from_f32(src: &[f32], dst: &mut [Self]) {
         dst.copy_from_slice(src)
+    }
+    fn zeros(n: usize) -> Vec<Self> {
+        vec![0.0; n]
     }
     fn view(s: &CpuStorage) -> Option<&[Self]> {
         match s {
@@ -77,6 +82,9 @@ impl Element for f16 {
     fn slice_from_f32(src: &[f32], dst: &mut [Self]) {
         dst.convert_from_f32_slice(src)
     }
+    fn zeros(n: usize) -> Vec<Self> {
+        zeroed_u16_as::<f16>(n)
+    }
     fn view(s: &CpuStorage) -> Option<&[Self]> {
         match s {
             CpuStorage::F16(v) => Some(v),
@@ -104,6 +112,9 @@ impl Element for bf16 {
     fn slice_from_f32(src: &[f32], dst: &mut [Self]) {
         f32_to_bf16_slice(src, dst)
     }
+    fn zeros(n: usize) -> Vec<Self> {
+        zeroed_u16_as::<bf16>(n)
+    }
     fn view(s: &CpuStorage) -> Option<&[Self]> {
         match s {
             CpuStorage::BF16(v) => Some(v),
@@ -113,6 +124,18 @@ impl Element for bf16 {
     fn wrap(v: Vec<Self>) -> CpuStorage {
         CpuStorage::BF16(v)
     }
+}
+
+/// A zeroed `Vec` of a 16-bit float type, allocated as `u16` so the allocator
+/// hands out zeroed pages instead of writing every element.
+fn zeroed_u16_as<T: Element>(n: usize) -> Vec<T> {
+    const { assert!(std::mem::size_of::<T>() == 2 && std::mem::align_of::<T>() == 2) };
+    let mut v = std::mem::ManuallyDrop::new(vec![0u16; n]);
+    // SAFETY: `T` is `half::f16` or `half::bf16`, both `repr(transparent)` over
+    // `u16` (size and alignment asserted above), and the all-zero bit pattern is
+    // +0.0 in both; the allocation is handed over whole, so the layout matches
+    // when the new Vec frees it.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast::<T>(), v.len(), v.capacity()) }
 }
 
 /// f32 → bf16 bits, round-to-nearest-even; NaN stays NaN (quiet, sign kept).
@@ -202,14 +225,14 @@ pub(crate) fn from_f32_into<T: Element>(src: &[f32], dst: &mut [T]) {
 
 /// Allocate and widen.
 pub(crate) fn to_f32_vec<T: Element>(src: &[T]) -> Vec<f32> {
-    let mut out = vec![0f32; src.len()];
+    let mut out = f32::zeros(src.len());
     to_f32_into(src, &mut out);
     out
 }
 
 /// Allocate and round.
 pub(crate) fn from_f32_vec<T: Element>(src: &[f32]) -> Vec<T> {
-    let mut out = vec![T::default(); src.len()];
+    let mut out = T::zeros(src.len());
     from_f32_into(src, &mut out);
     out
 }
@@ -217,7 +240,7 @@ pub(crate) fn from_f32_vec<T: Element>(src: &[f32]) -> Vec<T> {
 /// Convert between any two element types through f32 (exact for widening; one
 /// rounding for narrowing, since f16/bf16 → f32 is exact).
 pub(crate) fn convert_vec<S: Element, D: Element>(src: &[S]) -> Vec<D> {
-    let mut out = vec![D::default(); src.len()];
+    let mut out = D::zeros(src.len());
     let run = |s: &[S], d: &mut [D]| {
         let mut buf = [0f32; 1024];
         for (sc, dc) in s.chunks(1024).zip(d.chunks_mut(1024)) {

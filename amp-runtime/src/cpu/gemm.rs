@@ -8,10 +8,12 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::Element;
+
 /// One operand of a batched product: the data and how to walk it.
 #[derive(Clone, Copy)]
-pub(crate) struct Operand<'a> {
-    pub data: &'a [f32],
+pub(crate) struct Operand<'a, T = f32> {
+    pub data: &'a [T],
     /// Storage offset of each batch's matrix.
     pub batch_offsets: &'a [usize],
     /// Stride between rows.
@@ -20,7 +22,7 @@ pub(crate) struct Operand<'a> {
     pub cs: usize,
 }
 
-impl Operand<'_> {
+impl<T> Operand<'_, T> {
     /// Every element a (rows × cols) matrix reads lies inside `data`.
     fn in_bounds(&self, rows: usize, cols: usize) -> bool {
         if rows == 0 || cols == 0 {
@@ -33,12 +35,9 @@ impl Operand<'_> {
     }
 }
 
-/// Below this many multiply-adds per matrix, run whole matrices on separate
-/// threads instead of splitting one matrix across threads.
-const SMALL_GEMM: usize = 96 * 96 * 96;
-
 /// `out[b] = a[b] (m×k) · b[b] (k×n)` for every batch `b`; `out` is contiguous
-/// `[batch, m, n]`.
+/// `[batch, m, n]`. Work is split into row panels (see [`panels`]) that run on
+/// separate threads, each a single-threaded GEMM reading `a` in place.
 pub(crate) fn batched(
     a: Operand<'_>,
     b: Operand<'_>,
@@ -54,54 +53,147 @@ pub(crate) fn batched(
         a.in_bounds(m, k) && b.in_bounds(k, n),
         "internal: gemm operand out of bounds"
     );
-    if m == 0 || n == 0 {
+    panels(batch, m, n, out, |bi, r0, dst, par| {
+        let rows = dst.len() / n;
+        let lhs = Operand {
+            batch_offsets: &[a.batch_offsets[bi] + r0 * a.rs],
+            ..a
+        };
+        let rhs = Operand {
+            batch_offsets: &b.batch_offsets[bi..bi + 1],
+            ..b
+        };
+        single(lhs, rhs, rows, n, k, dst, par);
+    });
+}
+
+/// Split `out` (`[batch, m, n]`) into row panels and run
+/// `f(batch_index, first_row, panel, parallelism)` on them in parallel. When
+/// there is only one panel, the GEMM inside gets the threads instead.
+fn panels<T: Send>(
+    batch: usize,
+    m: usize,
+    n: usize,
+    out: &mut [T],
+    f: impl Fn(usize, usize, &mut [T], Parallelism) + Sync,
+) {
+    if m == 0 || n == 0 || batch == 0 {
         return;
     }
+    let threads = rayon::current_num_threads();
+    // Rows per panel: enough to keep each GEMM efficient and every thread fed,
+    // few enough that a panel's operands stay in cache.
+    let panel = PANEL_ROWS.min(m.div_ceil(threads).max(32)).min(m);
+    let per_batch = m.div_ceil(panel);
+    let par = if batch * per_batch == 1 && threads > 1 && m * n >= 64 * 64 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
+    let chunks: Vec<&mut [T]> = out
+        .chunks_mut(m * n)
+        .flat_map(|mat| mat.chunks_mut(panel * n))
+        .collect();
+    chunks
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(p, dst)| f(p / per_batch, (p % per_batch) * panel, dst, par));
+}
+
+/// Most rows of the output computed as one GEMM call.
+const PANEL_ROWS: usize = 128;
+
+/// Low-precision product: `out[b] = a[b] · b[b]` with `a` and `out` in `T`.
+///
+/// `b` arrives widened once. `a` is widened a panel of rows at a time, the
+/// panel's f32 product gets `epilogue` (e.g. a bias) and is rounded straight
+/// into `out`: the big f32 copies of `a` and of the output never exist, and
+/// every conversion works on cache-resident data. Panels run on separate
+/// threads like [`batched`]'s.
+pub(crate) fn batched_low<T: Element>(
+    a: Operand<'_, T>,
+    b: Operand<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+    out: &mut [T],
+    epilogue: &(dyn Fn(&mut [f32]) + Sync),
+) {
+    let batch = a.batch_offsets.len();
+    assert_eq!(batch, b.batch_offsets.len(), "internal: batch mismatch");
+    assert_eq!(out.len(), batch * m * n, "internal: gemm output size");
+    assert!(
+        a.in_bounds(m, k) && b.in_bounds(k, n),
+        "internal: gemm operand out of bounds"
+    );
+    panels(batch, m, n, out, |bi, r0, dst, par| {
+        let rows = dst.len() / n;
+        let mut lhs = vec![0f32; rows * k];
+        let base = a.batch_offsets[bi] + r0 * a.rs;
+        for (r, row) in lhs.chunks_mut(k.max(1)).enumerate().take(rows) {
+            let off = base + r * a.rs;
+            if a.cs == 1 {
+                T::slice_to_f32(&a.data[off..off + k], row);
+            } else {
+                for (c, v) in row.iter_mut().enumerate() {
+                    *v = a.data[off + c * a.cs].to_f32();
+                }
+            }
+        }
+        let mut acc = vec![0f32; rows * n];
+        let lhs_op = Operand {
+            data: &lhs,
+            batch_offsets: &[0],
+            rs: k,
+            cs: 1,
+        };
+        let rhs_op = Operand {
+            batch_offsets: &b.batch_offsets[bi..bi + 1],
+            ..b
+        };
+        single(lhs_op, rhs_op, rows, n, k, &mut acc, par);
+        epilogue(&mut acc);
+        T::slice_from_f32(&acc, dst);
+    });
+}
+
+/// One product through the `gemm` crate (batch 0 of each operand).
+fn single(
+    a: Operand<'_>,
+    b: Operand<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+    out: &mut [f32],
+    par: Parallelism,
+) {
     if k == 0 {
         out.fill(0.0);
         return;
     }
-    let run = |i: usize, dst: &mut [f32], par: Parallelism| {
-        // SAFETY: bounds of both operands were checked above for every batch
-        // offset; `dst` is an exclusive m×n row-major block; read_dst = false so
-        // its previous contents are ignored.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                dst.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                a.data.as_ptr().add(a.batch_offsets[i]),
-                a.cs as isize,
-                a.rs as isize,
-                b.data.as_ptr().add(b.batch_offsets[i]),
-                b.cs as isize,
-                b.rs as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                par,
-            )
-        }
-    };
-    let threads = rayon::current_num_threads();
-    if batch > 1 && m * n * k < SMALL_GEMM {
-        out.par_chunks_mut(m * n)
-            .enumerate()
-            .for_each(|(i, dst)| run(i, dst, Parallelism::None));
-    } else {
-        let par = if m * n * k < SMALL_GEMM / 8 || threads == 1 {
-            Parallelism::None
-        } else {
-            Parallelism::Rayon(threads)
-        };
-        for (i, dst) in out.chunks_mut(m * n).enumerate() {
-            run(i, dst, par);
-        }
+    // SAFETY: callers checked both operands' bounds for these sizes; `out` is an
+    // exclusive m×n row-major block; read_dst = false ignores its contents.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.data.as_ptr().add(a.batch_offsets[0]),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr().add(b.batch_offsets[0]),
+            b.cs as isize,
+            b.rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
     }
 }

@@ -9,7 +9,7 @@ pub(crate) mod gemm;
 pub(crate) mod kernels;
 mod storage;
 
-pub(crate) use convert::convert_vec;
 pub use convert::Element;
-pub(crate) use convert::{from_f32_vec, to_f32_vec, PAR_CHUNK, PAR_THRESHOLD};
+pub(crate) use convert::convert_vec;
+pub(crate) use convert::{PAR_CHUNK, PAR_THRESHOLD, from_f32_vec, to_f32_vec};
 pub use storage::CpuStorage;

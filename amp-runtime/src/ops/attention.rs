@@ -4,7 +4,7 @@
 
 use crate::cpu::kernels;
 use crate::error::{Error, Result};
-use crate::precision::{Precision, SamePrecision, F32};
+use crate::precision::{F32, Precision, SamePrecision};
 use crate::tensor::Tensor;
 
 /// Options of [`Tensor::scaled_dot_product_attention`].

@@ -120,7 +120,7 @@ impl<P: Precision> Tensor<P> {
                         h + 2 * opts.padding[0],
                         w + 2 * opts.padding[1]
                     ),
-                ))
+                ));
             }
         };
         let x = self.core().contiguous_f32();

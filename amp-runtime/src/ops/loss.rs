@@ -196,7 +196,9 @@ impl<P: Wide> Tensor<P> {
         {
             return Err(Error::invalid(
                 OP,
-                format!("inputs must be probabilities in [0, 1], found {bad}; pass logits to `binary_cross_entropy_with_logits` instead"),
+                format!(
+                    "inputs must be probabilities in [0, 1], found {bad}; pass logits to `binary_cross_entropy_with_logits` instead"
+                ),
             ));
         }
         self.pointwise_loss(target, reduction, OP, |p, y| {

@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 
+use crate::cpu::Element;
 use crate::cpu::gemm::{self, Operand};
 use crate::error::{Error, Result};
 use crate::precision::{Precision, SamePrecision};
@@ -28,63 +29,57 @@ impl<P: Precision> Tensor<P> {
     /// # Ok(()) }
     /// ```
     pub fn matmul<Q: Precision + SamePrecision<P>>(&self, rhs: &Tensor<Q>) -> Result<Self> {
-        let (values, shape) = self.matmul_f32(rhs)?;
-        Ok(Self::from_f32_values(values, shape))
+        self.matmul_with(rhs, &|_| {})
+    }
+
+    /// The product with `epilogue` applied to whole f32 output rows before the
+    /// single rounding to `P` (linear's bias).
+    fn matmul_with<Q: Precision>(
+        &self,
+        rhs: &Tensor<Q>,
+        epilogue: &(dyn Fn(&mut [f32]) + Sync),
+    ) -> Result<Self> {
+        let plan = Plan::new(self, rhs)?;
+        if P::DTYPE == crate::precision::DType::F32 {
+            let mut out = plan.product_f32();
+            if !out.is_empty() {
+                epilogue(&mut out);
+            }
+            return Ok(Self::from_f32_values(out, plan.out_shape));
+        }
+        let (b, lb) = plan.rhs.core().f32_view();
+        let la = plan.lhs.core().layout();
+        let offs_a = batch_offsets(la, &plan.batch);
+        let offs_b = batch_offsets(&lb, &plan.batch);
+        let mut out = <P::Elem as Element>::zeros(plan.batch.numel() * plan.m * plan.n);
+        let (ra, rb) = (la.shape().rank(), lb.shape().rank());
+        gemm::batched_low(
+            Operand {
+                data: plan.lhs.core().cpu_slice::<P::Elem>(),
+                batch_offsets: &offs_a,
+                rs: la.strides()[ra - 2],
+                cs: la.strides()[ra - 1],
+            },
+            Operand {
+                data: &b,
+                batch_offsets: &offs_b,
+                rs: lb.strides()[rb - 2],
+                cs: lb.strides()[rb - 1],
+            },
+            plan.m,
+            plan.n,
+            plan.k,
+            &mut out,
+            epilogue,
+        );
+        Tensor::from_vec(out, plan.out_shape)
     }
 
     /// The unrounded f32 product and its shape, for ops that fuse more work
-    /// before the single rounding (linear's bias, attention's softmax).
+    /// before the single rounding (attention's softmax).
     pub(crate) fn matmul_f32<Q: Precision>(&self, rhs: &Tensor<Q>) -> Result<(Vec<f32>, Shape)> {
-        const OP: &str = "matmul";
-        self.core().same_device(rhs.core(), OP)?;
-        if self.rank() == 0 || rhs.rank() == 0 {
-            return Err(Error::shape_mismatch(
-                OP,
-                self.shape(),
-                rhs.shape(),
-                "both operands need at least 1 dim; use `mul` for scalars",
-            ));
-        }
-        // Promote 1-D operands to matrices, remembering which dims to drop.
-        let (lhs, drop_m) = if self.rank() == 1 {
-            (self.unsqueeze(0)?, true)
-        } else {
-            (self.clone(), false)
-        };
-        let (rhs, drop_n) = if rhs.rank() == 1 {
-            (rhs.unsqueeze(1)?, true)
-        } else {
-            (rhs.clone(), false)
-        };
-        let (m, k) = (lhs.dims()[lhs.rank() - 2], lhs.dims()[lhs.rank() - 1]);
-        let (k2, n) = (rhs.dims()[rhs.rank() - 2], rhs.dims()[rhs.rank() - 1]);
-        if k != k2 {
-            return Err(Error::shape_mismatch(
-                OP,
-                self.shape(),
-                rhs.shape(),
-                format!("inner dims differ ({k} vs {k2}); the left's last dim must equal the right's second-to-last (transpose one operand?)"),
-            ));
-        }
-        let batch_l = Shape::from(&lhs.dims()[..lhs.rank() - 2]);
-        let batch_r = Shape::from(&rhs.dims()[..rhs.rank() - 2]);
-        let batch = batch_l.broadcast_with(&batch_r, OP).map_err(|_| {
-            Error::shape_mismatch(
-                OP,
-                self.shape(),
-                rhs.shape(),
-                format!("batch dims {batch_l} and {batch_r} do not broadcast"),
-            )
-        })?;
-        let out = batched_product(&lhs, &rhs, &batch, m, n, k)?;
-        let mut dims = batch.dims().to_vec();
-        if !drop_m {
-            dims.push(m);
-        }
-        if !drop_n {
-            dims.push(n);
-        }
-        Ok((out, dims.into()))
+        let plan = Plan::new(self, rhs)?;
+        Ok((plan.product_f32(), plan.out_shape))
     }
 
     /// Batched matrix product of `[b, m, k]` and `[b, k, n]` (no broadcasting,
@@ -152,15 +147,19 @@ impl<P: Precision> Tensor<P> {
                 ));
             }
         }
-        let (mut y, shape) = self.matmul_f32(&weight.t()?)?;
-        if let (Some(b), true) = (bias, out_features > 0) {
+        let wt = weight.t()?;
+        match bias {
             // Bias joins the f32 accumulator, so the output is rounded once.
-            let b = b.core().contiguous_f32();
-            for row in y.chunks_mut(out_features) {
-                row.iter_mut().zip(b.iter()).for_each(|(y, b)| *y += b);
+            Some(b) if out_features > 0 => {
+                let b = b.core().contiguous_f32();
+                self.matmul_with(&wt, &|rows: &mut [f32]| {
+                    for row in rows.chunks_mut(out_features) {
+                        row.iter_mut().zip(b.iter()).for_each(|(y, b)| *y += b);
+                    }
+                })
             }
+            _ => self.matmul_with(&wt, &|_| {}),
         }
-        Ok(Self::from_f32_values(y, shape))
     }
 }
 
@@ -191,38 +190,107 @@ fn batch_offsets(l: &Layout, batch: &Shape) -> Vec<usize> {
     out
 }
 
-/// f32 product of every batch: `[batch.., m, n]` contiguous.
-fn batched_product<P: Precision, Q: Precision>(
-    lhs: &Tensor<P>,
-    rhs: &Tensor<Q>,
-    batch: &Shape,
+/// A product with shapes checked and 1-D operands promoted to matrices.
+struct Plan<P: Precision, Q: Precision> {
+    lhs: Tensor<P>,
+    rhs: Tensor<Q>,
+    batch: Shape,
     m: usize,
     n: usize,
     k: usize,
-) -> Result<Vec<f32>> {
-    let (a, la): (Cow<'_, [f32]>, Layout) = lhs.core().f32_view();
-    let (b, lb): (Cow<'_, [f32]>, Layout) = rhs.core().f32_view();
-    let (ra, rb) = (la.shape().rank(), lb.shape().rank());
-    let offs_a = batch_offsets(&la, batch);
-    let offs_b = batch_offsets(&lb, batch);
-    let mut out = vec![0f32; batch.numel() * m * n];
-    gemm::batched(
-        Operand {
-            data: &a,
-            batch_offsets: &offs_a,
-            rs: la.strides()[ra - 2],
-            cs: la.strides()[ra - 1],
-        },
-        Operand {
-            data: &b,
-            batch_offsets: &offs_b,
-            rs: lb.strides()[rb - 2],
-            cs: lb.strides()[rb - 1],
-        },
-        m,
-        n,
-        k,
-        &mut out,
-    );
-    Ok(out)
+    out_shape: Shape,
+}
+
+impl<P: Precision, Q: Precision> Plan<P, Q> {
+    fn new(lhs: &Tensor<P>, rhs: &Tensor<Q>) -> Result<Self> {
+        const OP: &str = "matmul";
+        lhs.core().same_device(rhs.core(), OP)?;
+        if lhs.rank() == 0 || rhs.rank() == 0 {
+            return Err(Error::shape_mismatch(
+                OP,
+                lhs.shape(),
+                rhs.shape(),
+                "both operands need at least 1 dim; use `mul` for scalars",
+            ));
+        }
+        // Promote 1-D operands to matrices, remembering which dims to drop.
+        let (l, drop_m) = if lhs.rank() == 1 {
+            (lhs.unsqueeze(0)?, true)
+        } else {
+            (lhs.clone(), false)
+        };
+        let (r, drop_n) = if rhs.rank() == 1 {
+            (rhs.unsqueeze(1)?, true)
+        } else {
+            (rhs.clone(), false)
+        };
+        let (m, k) = (l.dims()[l.rank() - 2], l.dims()[l.rank() - 1]);
+        let (k2, n) = (r.dims()[r.rank() - 2], r.dims()[r.rank() - 1]);
+        if k != k2 {
+            return Err(Error::shape_mismatch(
+                OP,
+                lhs.shape(),
+                rhs.shape(),
+                format!(
+                    "inner dims differ ({k} vs {k2}); the left's last dim must equal the right's second-to-last (transpose one operand?)"
+                ),
+            ));
+        }
+        let batch_l = Shape::from(&l.dims()[..l.rank() - 2]);
+        let batch_r = Shape::from(&r.dims()[..r.rank() - 2]);
+        let batch = batch_l.broadcast_with(&batch_r, OP).map_err(|_| {
+            Error::shape_mismatch(
+                OP,
+                lhs.shape(),
+                rhs.shape(),
+                format!("batch dims {batch_l} and {batch_r} do not broadcast"),
+            )
+        })?;
+        let mut dims = batch.dims().to_vec();
+        if !drop_m {
+            dims.push(m);
+        }
+        if !drop_n {
+            dims.push(n);
+        }
+        Ok(Plan {
+            lhs: l,
+            rhs: r,
+            batch,
+            m,
+            n,
+            k,
+            out_shape: dims.into(),
+        })
+    }
+
+    /// f32 product of every batch: `[batch.., m, n]` contiguous, both operands
+    /// widened whole.
+    fn product_f32(&self) -> Vec<f32> {
+        let (a, la): (Cow<'_, [f32]>, Layout) = self.lhs.core().f32_view();
+        let (b, lb): (Cow<'_, [f32]>, Layout) = self.rhs.core().f32_view();
+        let (ra, rb) = (la.shape().rank(), lb.shape().rank());
+        let offs_a = batch_offsets(&la, &self.batch);
+        let offs_b = batch_offsets(&lb, &self.batch);
+        let mut out = vec![0f32; self.batch.numel() * self.m * self.n];
+        gemm::batched(
+            Operand {
+                data: &a,
+                batch_offsets: &offs_a,
+                rs: la.strides()[ra - 2],
+                cs: la.strides()[ra - 1],
+            },
+            Operand {
+                data: &b,
+                batch_offsets: &offs_b,
+                rs: lb.strides()[rb - 2],
+                cs: lb.strides()[rb - 1],
+            },
+            self.m,
+            self.n,
+            self.k,
+            &mut out,
+        );
+        out
+    }
 }
