@@ -26,4 +26,75 @@
 //! logits.softmax(-1); // error: `F16` is too narrow for this op
 //! ```
 
+/// Runs a function under an autocast policy, decided at compile time.
+///
+/// `#[autocast]` rewrites the function body: every call of an amp op (method
+/// form `x.matmul(&w)` or path form `amp::ops::softmax(&x, -1)`,
+/// `Tensor::cat(&[&a, &b], 0)`) gets typed casts of its tensor inputs to the
+/// precision the policy names for that op, and `+ - * /` between tensors
+/// promote to the wider precision. Everything else — non-tensor code,
+/// unknown calls, macro bodies, nested items — stays exactly as written.
+///
+/// | form | policy |
+/// |---|---|
+/// | `#[autocast]`, `#[autocast(f16)]` | [`autocast::F16Policy`]: matmul-like ops in F16, sensitive ops in F32 |
+/// | `#[autocast(bf16)]` | [`autocast::BF16Policy`] |
+/// | `#[autocast(f32)]` | [`autocast::F32Policy`]: autocast off, everything in F32 |
+/// | `#[autocast(policy = path::MyPolicy)]` | a policy declared with [`macro@policy`] |
+///
+/// Per function, `overrides(op = lower|f32|keep, ..)` changes the rule of
+/// named ops, and `custom(my_op = lower|f32|keep, ..)` casts the tensor
+/// arguments of your own functions or methods (PyTorch's
+/// `custom_fwd(cast_inputs=..)`). `crate = path` serves a renamed `amp`.
+///
+/// The policy is part of the compiled code, not thread-local state: closures
+/// the function hands to other threads keep it.
+///
+/// ```
+/// use amp::{autocast, DType, Tensor, F32};
+///
+/// #[autocast]
+/// fn forward(x: &Tensor<F32>, w: &Tensor<F32>) -> amp::Result<Tensor<F32>> {
+///     let h = x.matmul(w)?.relu(); // matmul runs in F16: h is Tensor<F16>
+///     h.log_softmax(-1)           // log_softmax runs in F32
+/// }
+///
+/// let x = Tensor::<F32>::randn([4, 8], 0);
+/// let w = Tensor::<F32>::randn([8, 3], 1);
+/// let (y, plan) = amp::autocast::record(|| forward(&x, &w));
+/// assert_eq!(y.unwrap().dims(), &[4, 3]);
+/// assert_eq!(plan.of("matmul").next().unwrap().output, Some(DType::F16));
+/// println!("{plan}");
+/// ```
+///
+/// Written by hand, the same body is
+/// `x.cast::<F16>().matmul(&w.cast::<F16>())?.relu().cast::<F32>().log_softmax(-1)`.
+pub use amp_macros::autocast;
+
+/// Declares an autocast policy: a low precision plus per-op overrides of the
+/// default rules, checked at compile time (an unknown op name is an error).
+///
+/// ```
+/// use amp::{autocast, DType, Tensor, F32};
+///
+/// /// F16 everywhere, except attention, which runs in F32.
+/// #[amp::policy(low = f16, overrides(scaled_dot_product_attention = f32))]
+/// pub struct CarefulAttention;
+///
+/// #[autocast(policy = CarefulAttention)]
+/// fn attend(q: &Tensor<F32>, k: &Tensor<F32>, v: &Tensor<F32>) -> amp::Result<Tensor<F32>> {
+///     q.scaled_dot_product_attention(k, v, Default::default())
+/// }
+///
+/// let q = Tensor::<F32>::randn([2, 5, 8], 0);
+/// let (y, plan) = amp::autocast::record(|| attend(&q, &q, &q));
+/// assert!(y.is_ok());
+/// assert_eq!(plan.records()[0].output, Some(DType::F32));
+/// ```
+pub use amp_macros::policy;
 pub use amp_runtime::*;
+
+/// The op names `#[autocast]` knows, for the test that checks them against
+/// [`ops::TABLE`].
+#[doc(hidden)]
+pub const __MACRO_OP_NAMES: &[&str] = amp_macros::__op_names!();

@@ -25,17 +25,25 @@ pub enum Error {
     /// Two operands whose shapes cannot be combined.
     #[error("{op}: shapes {lhs} and {rhs} are incompatible: {fix}")]
     ShapeMismatch {
+        /// The op that failed.
         op: &'static str,
+        /// Shape of the first operand.
         lhs: Shape,
+        /// Shape of the second operand.
         rhs: Shape,
+        /// What to change.
         fix: String,
     },
     /// A dimension index outside `-rank..rank`.
     #[error("{op}: dim {dim} is out of range for a tensor of shape {shape} (rank {rank}); use a dim in {lo}..{rank}, negative dims count from the end", lo = -(*rank as i64))]
     DimOutOfRange {
+        /// The op that failed.
         op: &'static str,
+        /// The dim as given (negative counts from the end).
         dim: i64,
+        /// The tensor's rank.
         rank: usize,
+        /// The tensor's shape.
         shape: Shape,
     },
     /// An index (embedding id, class target, narrow bound) outside its dimension.
@@ -43,9 +51,13 @@ pub enum Error {
         "{op}: index {index} is out of range for dim {dim} of size {size}; valid indices are 0..{size}"
     )]
     IndexOutOfRange {
+        /// The op that failed.
         op: &'static str,
+        /// The offending index.
         index: usize,
+        /// The dim it indexes.
         dim: usize,
+        /// That dim's size.
         size: usize,
     },
     /// A buffer whose length does not match the requested shape.
@@ -53,20 +65,39 @@ pub enum Error {
         "{op}: shape {shape} holds {expected} elements but {got} were given; pass a shape whose dims multiply to {got}"
     )]
     ElementCount {
+        /// The op that failed.
         op: &'static str,
+        /// The requested shape.
         shape: Shape,
+        /// Elements the shape holds.
         expected: usize,
+        /// Elements given.
         got: usize,
     },
     /// An op that is undefined on an empty tensor (e.g. `argmax` of nothing).
     #[error("{op}: undefined on an empty tensor (shape {shape}); check the sizes that produced it")]
-    Empty { op: &'static str, shape: Shape },
+    Empty {
+        /// The op that failed.
+        op: &'static str,
+        /// The empty tensor's shape.
+        shape: Shape,
+    },
     /// Any other bad argument; `msg` says what was wrong and how to fix it.
     #[error("{op}: {msg}")]
-    Invalid { op: &'static str, msg: String },
+    Invalid {
+        /// The op that failed.
+        op: &'static str,
+        /// What was wrong and how to fix it.
+        msg: String,
+    },
     /// A device that is unavailable or does not match the other operands.
     #[error("{op}: {msg}")]
-    Device { op: &'static str, msg: String },
+    Device {
+        /// The op that failed.
+        op: &'static str,
+        /// What was wrong and how to fix it.
+        msg: String,
+    },
 }
 
 impl Error {

@@ -2,6 +2,9 @@
 //!
 //! Use it through the facade crate `amp`, which re-exports everything here.
 
+#![warn(missing_docs)]
+
+pub mod autocast;
 pub mod cpu;
 mod device;
 mod error;
@@ -18,3 +21,6 @@ pub use precision::{BF16, DType, F16, F32, FloatInfo, Precision, SamePrecision, 
 pub use shape::{Dim, Layout, Shape};
 pub use storage::{Storage, TensorCore};
 pub use tensor::{Indices, Tensor};
+
+#[doc(hidden)]
+pub use autocast::private as __private;

@@ -8,8 +8,11 @@ use crate::cpu::Element;
 /// The runtime tag of a precision, as kernels and storage see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
+    /// 32-bit IEEE float.
     F32,
+    /// 16-bit IEEE float.
     F16,
+    /// bfloat16.
     BF16,
 }
 
@@ -155,10 +158,10 @@ impl Precision for BF16 {
         bits: 16,
         exponent_bits: 8,
         mantissa_bits: 7,
-        max: 3.389_531_4e38,                 // (2 - 2^-7) * 2^127
-        smallest_normal: f32::MIN_POSITIVE,  // 2^-126
-        smallest_subnormal: 9.183_549_6e-41, // 2^-133
-        epsilon: 0.007_812_5,                // 2^-7
+        max: 3.389_531_4e38,                             // (2 - 2^-7) * 2^127
+        smallest_normal: f32::MIN_POSITIVE,              // 2^-126
+        smallest_subnormal: f32::from_bits(0x0001_0000), // 2^-133
+        epsilon: 0.007_812_5,                            // 2^-7
     };
 }
 
@@ -169,25 +172,37 @@ impl Precision for BF16 {
 /// passes 65504) or lose the small differences softmax and norms depend on; in
 /// BF16 the 8-bit mantissa makes long sums and variances drift.
 ///
+/// Wide-only ops live in `impl<P: Precision> Tensor<P>` with `where P: Wide` on
+/// each method, not in `impl<P: Wide>`: rustc shows the message below only for
+/// an unmet method-level bound (E0277); an unmet impl-level bound gives a bare
+/// "method exists but its trait bounds were not satisfied" (E0599).
+///
 /// ```compile_fail
 /// use amp::{Tensor, F16};
 /// let x = Tensor::<F16>::zeros([2, 3]);
-/// let s = x.sum(); // error: `F16` is too narrow for this op
+/// let s = x.sum(); // error: `Tensor<F16>` is too narrow for this op
 /// ```
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` is too narrow for this op: reductions, softmax, norms, exp/log/pow and losses must run in F32",
+    message = "`Tensor<{Self}>` is too narrow for this op: reductions, softmax, norms, exp/log/pow and losses run only in F32",
     label = "this op needs a `Tensor<F32>`",
-    note = "in low precision these ops overflow (F16 max is 65504) or lose the small differences they depend on",
-    note = "fix: cast first with `.cast::<F32>()`, or put `#[amp::autocast]` on the function so amp inserts the cast"
+    note = "F16 overflows past 65504 and BF16 keeps only 8 significant bits: sums, exponentials, normalizations and losses come out wrong in either",
+    note = "fix: cast the input (and any tensor operand) with `.cast::<F32>()` first, or put `#[amp::autocast]` on the function so amp inserts the casts"
 )]
 pub trait Wide: Precision {}
 
+// Not recommended in diagnostics: the label already says the op needs F32, and
+// pointing users at this impl would only add noise.
+#[diagnostic::do_not_recommend]
 impl Wide for F32 {}
 
 /// "The same precision as `P`": the bound precision-neutral ops put on their
 /// other operands, so `Tensor<F16>` never silently meets `Tensor<F32>`. Every
 /// precision is the same as itself, so code generic over `P: Precision` can
 /// combine `Tensor<P>`s freely.
+///
+/// One blanket impl (`P: SamePrecision<P>`) rather than one impl per precision:
+/// rustc then reports a mismatch as E0277 with the message below and nothing
+/// else, instead of listing the impl for the other precision.
 ///
 /// ```compile_fail
 /// use amp::{Tensor, F16, F32};
@@ -197,19 +212,10 @@ impl Wide for F32 {}
 /// ```
 #[diagnostic::on_unimplemented(
     message = "cannot mix `Tensor<{Self}>` into an op on `Tensor<{P}>`: both operands must have the same precision",
-    label = "this operand is `Tensor<{Self}>`, the other is `Tensor<{P}>`",
+    label = "this op on `Tensor<{P}>` got a `Tensor<{Self}>` operand",
     note = "mixing precisions silently would either lose precision or waste the low-precision speed-up",
     note = "fix: cast one side explicitly (`.cast::<{P}>()` or `.cast::<{Self}>()`), or put `#[amp::autocast]` on the function so amp picks the precision per op"
 )]
 pub trait SamePrecision<P> {}
 
-impl SamePrecision<F32> for F32 {}
-impl SamePrecision<F16> for F16 {}
-impl SamePrecision<BF16> for BF16 {}
-
-// With only one candidate impl per `Self`, rustc would infer the mismatch as a
-// plain E0308 type error and drop the message above. A second, unnameable impl
-// keeps the trait bound ambiguous until checked, so users see E0277 with the fix.
-#[allow(dead_code)] // never constructed: it exists only to be a second impl
-enum Uninhabited {}
-impl SamePrecision<Uninhabited> for Uninhabited {}
+impl<P: Precision> SamePrecision<P> for P {}

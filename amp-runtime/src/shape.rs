@@ -213,14 +213,17 @@ impl Layout {
         }
     }
 
+    /// The dims.
     pub fn shape(&self) -> &Shape {
         &self.shape
     }
 
+    /// Element strides per dim.
     pub fn strides(&self) -> &[usize] {
         &self.strides
     }
 
+    /// Storage offset of the first element.
     pub fn offset(&self) -> usize {
         self.offset
     }
@@ -301,13 +304,9 @@ impl Layout {
         }
         let lead = rank - self.shape.rank();
         let mut strides = vec![0; rank];
-        for i in 0..rank {
-            let target = shape.dims()[i];
-            if i < lead {
-                continue;
-            }
+        for (i, (stride, &target)) in strides.iter_mut().zip(shape.dims()).enumerate().skip(lead) {
             let d = self.shape.dims()[i - lead];
-            strides[i] = if d == target {
+            *stride = if d == target {
                 self.strides[i - lead]
             } else if d == 1 {
                 0

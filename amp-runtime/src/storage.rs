@@ -18,16 +18,19 @@ use crate::shape::{Layout, Shape};
 /// Memory on some device.
 #[derive(Clone, Debug)]
 pub enum Storage {
+    /// Host memory.
     Cpu(CpuStorage),
 }
 
 impl Storage {
+    /// Where the memory is.
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
         }
     }
 
+    /// The element type.
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
@@ -58,18 +61,22 @@ impl TensorCore {
         }
     }
 
+    /// Shape, strides and offset.
     pub fn layout(&self) -> &Layout {
         &self.layout
     }
 
+    /// The dims.
     pub fn shape(&self) -> &Shape {
         self.layout.shape()
     }
 
+    /// The element type.
     pub fn dtype(&self) -> DType {
         self.storage.dtype()
     }
 
+    /// Where the data lives.
     pub fn device(&self) -> Device {
         self.storage.device()
     }

@@ -101,7 +101,7 @@ pub(crate) fn rows(
     out_len: usize,
     f: impl Fn(&[f32], &mut [f32]) + Sync,
 ) -> Vec<f32> {
-    let rows = if len == 0 { 0 } else { data.len() / len };
+    let rows = data.len().checked_div(len).unwrap_or(0);
     let mut out = vec![0f32; rows * out_len];
     if rows == 0 || out_len == 0 {
         return out;

@@ -7,12 +7,16 @@ use crate::precision::DType;
 /// A flat host buffer of one element type.
 #[derive(Clone, Debug)]
 pub enum CpuStorage {
+    /// Single-precision elements.
     F32(Vec<f32>),
+    /// Half-precision elements.
     F16(Vec<f16>),
+    /// bfloat16 elements.
     BF16(Vec<bf16>),
 }
 
 impl CpuStorage {
+    /// The element type.
     pub fn dtype(&self) -> DType {
         match self {
             CpuStorage::F32(_) => DType::F32,
@@ -21,6 +25,7 @@ impl CpuStorage {
         }
     }
 
+    /// Number of elements.
     pub fn len(&self) -> usize {
         match self {
             CpuStorage::F32(v) => v.len(),
@@ -29,6 +34,7 @@ impl CpuStorage {
         }
     }
 
+    /// Whether there are no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

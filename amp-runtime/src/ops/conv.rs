@@ -17,8 +17,11 @@ use crate::tensor::Tensor;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dOptions {
+    /// Step between output positions.
     pub stride: [usize; 2],
+    /// Zeros added on each side.
     pub padding: [usize; 2],
+    /// Spacing between kernel taps.
     pub dilation: [usize; 2],
 }
 
@@ -92,15 +95,15 @@ impl<P: Precision> Tensor<P> {
                 ),
             ));
         }
-        if let Some(b) = bias {
-            if b.dims() != [o] {
-                return Err(Error::shape_mismatch(
-                    OP,
-                    b.shape(),
-                    weight.shape(),
-                    format!("bias must be [out_channels] = [{o}]"),
-                ));
-            }
+        if let Some(b) = bias
+            && b.dims() != [o]
+        {
+            return Err(Error::shape_mismatch(
+                OP,
+                b.shape(),
+                weight.shape(),
+                format!("bias must be [out_channels] = [{o}]"),
+            ));
         }
         let out_size = |size: usize, k: usize, i: usize| -> Option<usize> {
             let span = opts.dilation[i] * (k.checked_sub(1)?) + 1;

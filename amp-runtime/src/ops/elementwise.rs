@@ -128,26 +128,21 @@ impl<P: Precision> Tensor<P> {
 
     /// `max(x, 0)`.
     pub fn relu(&self) -> Self {
-        self.map_f32(|x| {
-            if x > 0.0 {
-                x
-            } else if x.is_nan() {
-                x
-            } else {
-                0.0
-            }
-        })
+        self.map_f32(|x| if x > 0.0 || x.is_nan() { x } else { 0.0 })
     }
 
     /// GELU with the exact erf form (PyTorch's default `approximate='none'`).
     pub fn gelu(&self) -> Self {
-        self.map_f32(|x| 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2)))
+        // `1 + erf(z)` written as `erfc(-z)`: no cancellation for negative x.
+        self.map_f32(|x| 0.5 * x * libm::erfcf(-x * std::f32::consts::FRAC_1_SQRT_2))
     }
 
     /// GELU with the tanh approximation (`approximate='tanh'`).
     pub fn gelu_tanh(&self) -> Self {
         const C: f32 = 0.797_884_6; // sqrt(2/pi)
-        self.map_f32(|x| 0.5 * x * (1.0 + (C * (x + 0.044_715 * x * x * x)).tanh()))
+        // `0.5 (1 + tanh(u))` written as `1 / (1 + e^(-2u))`: no cancellation
+        // for negative x.
+        self.map_f32(|x| x / (1.0 + (-2.0 * C * (x + 0.044_715 * x * x * x)).exp()))
     }
 
     /// SiLU / swish: `x * sigmoid(x)`.

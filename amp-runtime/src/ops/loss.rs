@@ -29,6 +29,7 @@ pub enum Reduction {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub struct ClassLossOptions {
+    /// How per-sample losses combine.
     pub reduction: Reduction,
     /// Targets equal to this contribute nothing (PyTorch's `ignore_index`).
     /// With `Mean`, the average is over the remaining targets; if none remain
@@ -38,7 +39,10 @@ pub struct ClassLossOptions {
     pub label_smoothing: f32,
 }
 
-impl<P: Wide> Tensor<P> {
+// Wide-only: the bound sits on each method, not on the impl, so calling one on
+// a `Tensor<F16>` reports `Wide`'s message (E0277, with the fix) rather than a
+// bare "method exists but its trait bounds were not satisfied" (E0599).
+impl<P: Precision> Tensor<P> {
     /// Cross-entropy of `[N, C]` logits against class indices `[N]`, PyTorch's
     /// defaults (mean reduction). Computed from a stable log-softmax.
     ///
@@ -48,12 +52,18 @@ impl<P: Wide> Tensor<P> {
     /// let loss = logits.cross_entropy(&Indices::from_slice(&[0, 1])).unwrap();
     /// assert!((loss.to_scalar().unwrap() - 0.2395).abs() < 1e-4);
     /// ```
-    pub fn cross_entropy(&self, targets: &Indices) -> Result<Self> {
+    pub fn cross_entropy(&self, targets: &Indices) -> Result<Self>
+    where
+        P: Wide,
+    {
         self.cross_entropy_with(targets, ClassLossOptions::default())
     }
 
     /// Cross-entropy with explicit [`ClassLossOptions`].
-    pub fn cross_entropy_with(&self, targets: &Indices, opts: ClassLossOptions) -> Result<Self> {
+    pub fn cross_entropy_with(&self, targets: &Indices, opts: ClassLossOptions) -> Result<Self>
+    where
+        P: Wide,
+    {
         let eps = opts.label_smoothing;
         if !(0.0..=1.0).contains(&eps) {
             return Err(Error::invalid(
@@ -79,12 +89,18 @@ impl<P: Wide> Tensor<P> {
 
     /// Negative log-likelihood of `[N, C]` log-probabilities against class
     /// indices `[N]` (mean reduction).
-    pub fn nll_loss(&self, targets: &Indices) -> Result<Self> {
+    pub fn nll_loss(&self, targets: &Indices) -> Result<Self>
+    where
+        P: Wide,
+    {
         self.nll_loss_with(targets, ClassLossOptions::default())
     }
 
     /// NLL with explicit [`ClassLossOptions`] (`label_smoothing` must be 0).
-    pub fn nll_loss_with(&self, targets: &Indices, opts: ClassLossOptions) -> Result<Self> {
+    pub fn nll_loss_with(&self, targets: &Indices, opts: ClassLossOptions) -> Result<Self>
+    where
+        P: Wide,
+    {
         if opts.label_smoothing != 0.0 {
             return Err(Error::invalid(
                 "nll_loss",
@@ -103,7 +119,10 @@ impl<P: Wide> Tensor<P> {
         op: &'static str,
         targets: &Indices,
         opts: ClassLossOptions,
-    ) -> Result<(usize, usize)> {
+    ) -> Result<(usize, usize)>
+    where
+        P: Wide,
+    {
         if self.rank() != 2 {
             return Err(Error::invalid(
                 op,
@@ -140,7 +159,10 @@ impl<P: Wide> Tensor<P> {
         &self,
         target: &Tensor<Q>,
         reduction: Reduction,
-    ) -> Result<Self> {
+    ) -> Result<Self>
+    where
+        P: Wide,
+    {
         self.pointwise_loss(target, reduction, "mse_loss", |x, y| (x - y) * (x - y))
     }
 
@@ -149,7 +171,10 @@ impl<P: Wide> Tensor<P> {
         &self,
         target: &Tensor<Q>,
         reduction: Reduction,
-    ) -> Result<Self> {
+    ) -> Result<Self>
+    where
+        P: Wide,
+    {
         self.pointwise_loss(target, reduction, "l1_loss", |x, y| (x - y).abs())
     }
 
@@ -168,7 +193,10 @@ impl<P: Wide> Tensor<P> {
         &self,
         target: &Tensor<Q>,
         reduction: Reduction,
-    ) -> Result<Self> {
+    ) -> Result<Self>
+    where
+        P: Wide,
+    {
         // max(x, 0) - x*y + log(1 + e^-|x|)
         self.pointwise_loss(
             target,
@@ -187,7 +215,10 @@ impl<P: Wide> Tensor<P> {
         &self,
         target: &Tensor<Q>,
         reduction: Reduction,
-    ) -> Result<Self> {
+    ) -> Result<Self>
+    where
+        P: Wide,
+    {
         const OP: &str = "binary_cross_entropy";
         if let Some(bad) = self
             .to_f32_vec()
@@ -212,7 +243,10 @@ impl<P: Wide> Tensor<P> {
         reduction: Reduction,
         op: &'static str,
         f: impl Fn(f32, f32) -> f32 + Sync,
-    ) -> Result<Self> {
+    ) -> Result<Self>
+    where
+        P: Wide,
+    {
         if self.shape() != target.shape() {
             return Err(Error::shape_mismatch(
                 op,

@@ -137,15 +137,15 @@ impl<P: Precision> Tensor<P> {
             ));
         }
         let out_features = weight.dims()[0];
-        if let Some(b) = bias {
-            if b.dims() != [out_features] {
-                return Err(Error::shape_mismatch(
-                    OP,
-                    b.shape(),
-                    weight.shape(),
-                    format!("bias must be [out_features] = [{out_features}]"),
-                ));
-            }
+        if let Some(b) = bias
+            && b.dims() != [out_features]
+        {
+            return Err(Error::shape_mismatch(
+                OP,
+                b.shape(),
+                weight.shape(),
+                format!("bias must be [out_features] = [{out_features}]"),
+            ));
         }
         let wt = weight.t()?;
         match bias {

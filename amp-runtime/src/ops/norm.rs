@@ -4,10 +4,13 @@
 
 use crate::cpu::kernels;
 use crate::error::{Error, Result};
-use crate::precision::Wide;
+use crate::precision::{Precision, Wide};
 use crate::tensor::Tensor;
 
-impl<P: Wide> Tensor<P> {
+// Wide-only: the bound sits on each method, not on the impl, so calling one on
+// a `Tensor<F16>` reports `Wide`'s message (E0277, with the fix) rather than a
+// bare "method exists but its trait bounds were not satisfied" (E0599).
+impl<P: Precision> Tensor<P> {
     /// Layer normalization over the trailing `normalized_shape` dims, with an
     /// optional elementwise affine `weight` and `bias` of that shape, like
     /// `torch.nn.functional.layer_norm` (biased variance).
@@ -24,7 +27,10 @@ impl<P: Wide> Tensor<P> {
         weight: Option<&Tensor<P>>,
         bias: Option<&Tensor<P>>,
         eps: f32,
-    ) -> Result<Self> {
+    ) -> Result<Self>
+    where
+        P: Wide,
+    {
         let n = self.check_norm("layer_norm", normalized_shape, [weight, bias])?;
         let (w, b) = (
             weight.map(|w| w.core().contiguous_f32()),
@@ -56,7 +62,10 @@ impl<P: Wide> Tensor<P> {
         normalized_shape: &[usize],
         weight: Option<&Tensor<P>>,
         eps: f32,
-    ) -> Result<Self> {
+    ) -> Result<Self>
+    where
+        P: Wide,
+    {
         let n = self.check_norm("rms_norm", normalized_shape, [weight, None])?;
         let w = weight.map(|w| w.core().contiguous_f32());
         let x = self.core().contiguous_f32();
@@ -76,7 +85,10 @@ impl<P: Wide> Tensor<P> {
         op: &'static str,
         normalized_shape: &[usize],
         params: [Option<&Tensor<P>>; 2],
-    ) -> Result<usize> {
+    ) -> Result<usize>
+    where
+        P: Wide,
+    {
         let k = normalized_shape.len();
         if k == 0 || k > self.rank() || self.dims()[self.rank() - k..] != *normalized_shape {
             return Err(Error::invalid(

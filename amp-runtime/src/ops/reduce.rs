@@ -83,14 +83,20 @@ impl<P: Precision> Tensor<P> {
     }
 }
 
-impl<P: Wide> Tensor<P> {
+// Wide-only: the bound sits on each method, not on the impl, so calling one on
+// a `Tensor<F16>` reports `Wide`'s message (E0277, with the fix) rather than a
+// bare "method exists but its trait bounds were not satisfied" (E0599).
+impl<P: Precision> Tensor<P> {
     fn reduce_dim(
         &self,
         dim: impl Dim,
         keepdim: bool,
         op: &'static str,
         f: impl Fn(&[f32]) -> f32 + Sync,
-    ) -> Result<Self> {
+    ) -> Result<Self>
+    where
+        P: Wide,
+    {
         let (values, len, shape, _) = self.rows_along(dim, keepdim, op)?;
         let out = if len == 0 {
             vec![f(&[]); shape.numel()]
@@ -107,18 +113,27 @@ impl<P: Wide> Tensor<P> {
     /// let t = Tensor::<F32>::ones([3, 4]);
     /// assert_eq!(t.sum().to_scalar().unwrap(), 12.0);
     /// ```
-    pub fn sum(&self) -> Self {
+    pub fn sum(&self) -> Self
+    where
+        P: Wide,
+    {
         let v = self.core().contiguous_f32();
         Self::from_f32_values(vec![kernels::sum_accurate(&v)], ())
     }
 
     /// Sum along `dim`.
-    pub fn sum_dim(&self, dim: impl Dim, keepdim: bool) -> Result<Self> {
+    pub fn sum_dim(&self, dim: impl Dim, keepdim: bool) -> Result<Self>
+    where
+        P: Wide,
+    {
         self.reduce_dim(dim, keepdim, "sum_dim", kernels::sum_accurate)
     }
 
     /// Mean of all elements (NaN for an empty tensor, like PyTorch).
-    pub fn mean(&self) -> Self {
+    pub fn mean(&self) -> Self
+    where
+        P: Wide,
+    {
         let v = self.core().contiguous_f32();
         Self::from_f32_values(vec![kernels::sum_accurate(&v) / v.len() as f32], ())
     }
@@ -130,7 +145,10 @@ impl<P: Wide> Tensor<P> {
     /// let t = Tensor::<F32>::from_f32(&[1., 2., 3., 4.], [2, 2]).unwrap();
     /// assert_eq!(t.mean_dim(0, false).unwrap().to_vec(), vec![2., 3.]);
     /// ```
-    pub fn mean_dim(&self, dim: impl Dim, keepdim: bool) -> Result<Self> {
+    pub fn mean_dim(&self, dim: impl Dim, keepdim: bool) -> Result<Self>
+    where
+        P: Wide,
+    {
         self.reduce_dim(dim, keepdim, "mean_dim", |x| {
             kernels::sum_accurate(x) / x.len() as f32
         })
@@ -138,7 +156,10 @@ impl<P: Wide> Tensor<P> {
 
     /// Variance of all elements with `correction` (1 = unbiased, PyTorch's
     /// default; 0 = population).
-    pub fn var(&self, correction: usize) -> Self {
+    pub fn var(&self, correction: usize) -> Self
+    where
+        P: Wide,
+    {
         let v = self.core().contiguous_f32();
         Self::from_f32_values(vec![variance(&v, correction)], ())
     }
@@ -150,12 +171,18 @@ impl<P: Wide> Tensor<P> {
     /// let t = Tensor::<F32>::from_f32(&[1., 2., 3., 4.], [4]).unwrap();
     /// assert_eq!(t.var_dim(0, 1, false).unwrap().to_scalar().unwrap(), 5.0 / 3.0);
     /// ```
-    pub fn var_dim(&self, dim: impl Dim, correction: usize, keepdim: bool) -> Result<Self> {
+    pub fn var_dim(&self, dim: impl Dim, correction: usize, keepdim: bool) -> Result<Self>
+    where
+        P: Wide,
+    {
         self.reduce_dim(dim, keepdim, "var_dim", move |x| variance(x, correction))
     }
 
     /// `log(sum(exp(x)))` along `dim`, computed stably (max subtracted first).
-    pub fn logsumexp(&self, dim: impl Dim, keepdim: bool) -> Result<Self> {
+    pub fn logsumexp(&self, dim: impl Dim, keepdim: bool) -> Result<Self>
+    where
+        P: Wide,
+    {
         self.reduce_dim(dim, keepdim, "logsumexp", logsumexp)
     }
 
@@ -167,7 +194,10 @@ impl<P: Wide> Tensor<P> {
     /// let t = Tensor::<F32>::from_f32(&[1., 2., 3.], [3]).unwrap();
     /// assert_eq!(t.cumsum(0).unwrap().to_vec(), vec![1., 3., 6.]);
     /// ```
-    pub fn cumsum(&self, dim: impl Dim) -> Result<Self> {
+    pub fn cumsum(&self, dim: impl Dim) -> Result<Self>
+    where
+        P: Wide,
+    {
         let (values, len, _, d) = self.rows_along(dim, true, "cumsum")?;
         if len == 0 {
             return Ok(self.clone());

@@ -3,11 +3,14 @@
 
 use crate::cpu::kernels;
 use crate::error::Result;
-use crate::precision::Wide;
+use crate::precision::{Precision, Wide};
 use crate::shape::Dim;
 use crate::tensor::Tensor;
 
-impl<P: Wide> Tensor<P> {
+// Wide-only: the bound sits on each method, not on the impl, so calling one on
+// a `Tensor<F16>` reports `Wide`'s message (E0277, with the fix) rather than a
+// bare "method exists but its trait bounds were not satisfied" (E0599).
+impl<P: Precision> Tensor<P> {
     /// Softmax along `dim`, stable for large logits (the row max is subtracted).
     ///
     /// ```
@@ -15,12 +18,18 @@ impl<P: Wide> Tensor<P> {
     /// let x = Tensor::<F32>::from_f32(&[1000., 1000.], [1, 2]).unwrap();
     /// assert_eq!(x.softmax(-1).unwrap().to_vec(), vec![0.5, 0.5]);
     /// ```
-    pub fn softmax(&self, dim: impl Dim) -> Result<Self> {
+    pub fn softmax(&self, dim: impl Dim) -> Result<Self>
+    where
+        P: Wide,
+    {
         self.along_rows(dim, "softmax", softmax_row)
     }
 
     /// `log(softmax(x))` along `dim`, computed directly (no log of a rounded 0).
-    pub fn log_softmax(&self, dim: impl Dim) -> Result<Self> {
+    pub fn log_softmax(&self, dim: impl Dim) -> Result<Self>
+    where
+        P: Wide,
+    {
         self.along_rows(dim, "log_softmax", log_softmax_row)
     }
 
@@ -29,7 +38,10 @@ impl<P: Wide> Tensor<P> {
         dim: impl Dim,
         op: &'static str,
         f: impl Fn(&[f32], &mut [f32]) + Sync,
-    ) -> Result<Self> {
+    ) -> Result<Self>
+    where
+        P: Wide,
+    {
         let (values, len, _, d) = self.rows_along(dim, true, op)?;
         if len == 0 {
             return Ok(self.clone());
@@ -54,8 +66,19 @@ pub(crate) fn softmax_row(x: &[f32], o: &mut [f32]) {
 }
 
 pub(crate) fn log_softmax_row(x: &[f32], o: &mut [f32]) {
-    let lse = super::reduce::logsumexp(x);
+    let m = kernels::max(x);
+    if !m.is_finite() {
+        let lse = super::reduce::logsumexp(x);
+        for (o, &v) in o.iter_mut().zip(x) {
+            *o = v - lse;
+        }
+        return;
+    }
+    // `(v - m) - ln(s)`, not `v - (m + ln(s))`: `v - m` is exact, while a
+    // rounded `m + ln(s)` would carry an error of half an ulp of `m` (3e-5 for
+    // logits near 1000) into every output.
+    let ln_s = x.iter().map(|&v| (v - m).exp()).sum::<f32>().ln();
     for (o, &v) in o.iter_mut().zip(x) {
-        *o = v - lse;
+        *o = (v - m) - ln_s;
     }
 }
