@@ -30,6 +30,7 @@ pub fn autocast(cfg: &Config, mut item: ItemFn) -> TokenStream {
         #vis #sig {
             #[allow(unused_imports)]
             use #krate::__private::traits::*;
+            let __amp_region = #krate::__private::Region::enter();
             #(#stmts)*
         }
     }

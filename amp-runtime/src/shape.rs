@@ -186,7 +186,7 @@ signed_dim!(i32, i64, isize);
 
 /// Where a tensor's elements sit in its storage: shape, strides (in elements) and
 /// offset. Views (transpose, narrow, broadcast) change only the layout.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Layout {
     shape: Shape,
     strides: Vec<usize>,

@@ -86,6 +86,12 @@ impl TensorCore {
         Arc::as_ptr(&self.storage)
     }
 
+    /// A weak handle on the buffer: it keeps the address from being reused
+    /// while a cache remembers it, without keeping the memory alive.
+    pub(crate) fn storage_weak(&self) -> std::sync::Weak<Storage> {
+        Arc::downgrade(&self.storage)
+    }
+
     /// The whole host buffer as `T` (callers hold a typed tensor of `T`).
     pub(crate) fn cpu_slice<T: Element>(&self) -> &[T] {
         T::view(self.cpu()).expect("internal: typed tensor holds another dtype")

@@ -6,6 +6,7 @@ fn forward(
 ) -> amp::Result<Tensor<F32>> {
     #[allow(unused_imports)]
     use ::amp::__private::traits::*;
+    let __amp_region = ::amp::__private::Region::enter();
     let h = match (
         ::amp::__private::begin(),
         (&&::amp::__private::Arg::new(

@@ -1,6 +1,7 @@
 fn count(v: &[f32]) -> f32 {
     #[allow(unused_imports)]
     use ::amp::__private::traits::*;
+    let __amp_region = ::amp::__private::Region::enter();
     let n = v.len() as f32;
     match (
         ::amp::__private::BinArg::new(

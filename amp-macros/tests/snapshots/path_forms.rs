@@ -1,6 +1,7 @@
 fn mix(a: &Tensor<F16>, b: &Tensor<F32>) -> amp::Result<Tensor<F32>> {
     #[allow(unused_imports)]
     use ::amp::__private::traits::*;
+    let __amp_region = ::amp::__private::Region::enter();
     let c = match (::amp::__private::begin(), a, b, 0) {
         (__amp_frame, __amp_e0, __amp_e1, __amp_r0) => {
             let __amp_out = {

@@ -8,11 +8,13 @@
 //! decision is made by the type checker, and nothing is thread-local: code the
 //! function runs on other threads keeps its policy.
 
+mod cache;
 mod plan;
 mod policy;
 #[doc(hidden)]
 pub mod private;
 
+pub use cache::{CastCounts, cast_counts};
 pub use plan::{OpRecord, PrecisionPlan, Site, record};
 pub use policy::{
     BF16Policy, CastClass, Decide, F16Policy, F32Policy, Full, Keep, Lower, OpKind, Permitted,

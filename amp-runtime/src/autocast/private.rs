@@ -13,12 +13,13 @@
 use std::cell::Cell;
 use std::ops::{Add, Div, Mul, Sub};
 
-use super::plan;
 use super::policy::{CastClass, Permitted, Policy, Widest};
+use super::{cache, plan};
 use crate::error::Result;
 use crate::precision::Precision;
 use crate::tensor::Tensor;
 
+pub use super::cache::Region;
 pub use super::plan::{Frame, Site, begin};
 
 /// A value on its way into an op (see the module docs).
@@ -77,7 +78,7 @@ impl<T> Pass<T> {
 #[inline(always)]
 fn cast_input<Pol: Policy, C: CastClass, P: Precision>(t: &Tensor<P>) -> Tensor<C::Target<Pol, P>> {
     plan::note_input(P::DTYPE, <C::Target<Pol, P> as Precision>::DTYPE);
-    t.cast()
+    cache::cast(t)
 }
 
 /// Tensor forms: picked first by method lookup on `&&Arg<T>`.
@@ -197,7 +198,7 @@ fn promote_pair<A: Precision + Widest<B>, B: Precision>(
     let out = <A::Out as Precision>::DTYPE;
     plan::note_input(A::DTYPE, out);
     plan::note_input(B::DTYPE, out);
-    (a.cast(), b.cast())
+    (cache::cast(a), cache::cast(b))
 }
 
 macro_rules! promoted_operator {
@@ -299,7 +300,7 @@ impl<W: Precision> Promoter<W> {
     #[inline(always)]
     pub fn cast<Q: Precision>(&self, t: &Tensor<Q>) -> Tensor<W> {
         plan::note_input(Q::DTYPE, W::DTYPE);
-        t.cast()
+        cache::cast(t)
     }
 }
 
