@@ -15,10 +15,8 @@ fn three_layers(x: &Tensor<F32>, w: &Tensor<F32>) -> amp::Result<Tensor<F32>> {
     let a = layer(x, w)?;
     let b = layer(x, w)?;
     let c = x.matmul(w)?;
-    Ok(Tensor::cat(
-        &[&a, &b, &c.cast::<F32>().reshape_infer(&[-1])?],
-        0,
-    )?)
+    let c = c.cast::<F32>().reshape_infer(&[-1])?;
+    Tensor::cat(&[&a, &b, &c], 0)
 }
 
 #[test]
