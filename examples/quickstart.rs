@@ -1,30 +1,67 @@
-//! amp in one screen: a two-layer classifier's forward pass run three ways —
-//! all F32, and with its matmuls in F16 or BF16 while the softmax and loss stay
-//! in F32 — with the error each precision costs, measured against F32.
+//! amp in one screen: a two-layer classifier whose `forward` carries
+//! `#[autocast]`, run under the F16, BF16 and F32 policies. It prints the
+//! precision plan (which op ran in which precision, and where) and what each
+//! policy costs in accuracy against F32.
 //!
 //! Run: `cargo run --release --example quickstart`
-//!
-//! The casts are written by hand here; `#[autocast]` will insert them for you.
 
-use amp::{BF16, F16, F32, Indices, Precision, Tensor};
+use amp::autocast::PrecisionPlan;
+use amp::{BF16, F16, F32, Indices, Precision, Tensor, autocast};
 
-/// The forward pass with its matmul-like ops in precision `P` and everything
-/// numerically sensitive in F32. The types make the split visible: `softmax`
-/// and `cross_entropy` do not exist on `Tensor<F16>`.
-fn forward<P: Precision>(
-    x: &Tensor<F32>,
-    w1: &Tensor<F32>,
-    b1: &Tensor<F32>,
-    w2: &Tensor<F32>,
-    targets: &Indices,
-) -> amp::Result<(Tensor<F32>, Tensor<F32>)> {
-    let h = x
-        .cast::<P>()
-        .linear(&w1.cast::<P>(), Some(&b1.cast::<P>()))?; // P
-    let h = h.gelu(); // P
-    let logits = h.linear(&w2.cast::<P>(), None)?.cast::<F32>(); // P, then F32
-    let loss = logits.cross_entropy(targets)?; // F32 only
-    Ok((logits.softmax(-1)?, loss))
+struct Classifier {
+    w1: Tensor<F32>,
+    b1: Tensor<F32>,
+    w2: Tensor<F32>,
+}
+
+impl Classifier {
+    fn new(d_in: usize, d_hidden: usize, classes: usize) -> Self {
+        Classifier {
+            w1: Tensor::randn([d_hidden, d_in], 1).mul_scalar((1.0 / d_in as f32).sqrt()),
+            b1: Tensor::randn([d_hidden], 2).mul_scalar(0.1),
+            w2: Tensor::randn([classes, d_hidden], 3).mul_scalar((1.0 / d_hidden as f32).sqrt()),
+        }
+    }
+
+    /// The forward pass, written once. `#[autocast]` casts each op's inputs:
+    /// `linear` runs in F16, `gelu` keeps its input's precision, and
+    /// `log_softmax` and `nll_loss` run in F32. The returned log-probabilities
+    /// are F32 because `log_softmax` ran in F32: the types say so.
+    #[autocast]
+    fn forward(
+        &self,
+        x: &Tensor<F32>,
+        targets: &Indices,
+    ) -> amp::Result<(Tensor<F32>, Tensor<F32>)> {
+        let h = x.linear(&self.w1, Some(&self.b1))?.gelu();
+        let logp = h.linear(&self.w2, None)?.log_softmax(-1)?;
+        let loss = logp.nll_loss(targets)?;
+        Ok((logp, loss))
+    }
+
+    #[autocast(bf16)]
+    fn forward_bf16(
+        &self,
+        x: &Tensor<F32>,
+        targets: &Indices,
+    ) -> amp::Result<(Tensor<F32>, Tensor<F32>)> {
+        let h = x.linear(&self.w1, Some(&self.b1))?.gelu();
+        let logp = h.linear(&self.w2, None)?.log_softmax(-1)?;
+        let loss = logp.nll_loss(targets)?;
+        Ok((logp, loss))
+    }
+
+    #[autocast(f32)]
+    fn forward_f32(
+        &self,
+        x: &Tensor<F32>,
+        targets: &Indices,
+    ) -> amp::Result<(Tensor<F32>, Tensor<F32>)> {
+        let h = x.linear(&self.w1, Some(&self.b1))?.gelu();
+        let logp = h.linear(&self.w2, None)?.log_softmax(-1)?;
+        let loss = logp.nll_loss(targets)?;
+        Ok((logp, loss))
+    }
 }
 
 fn rel_err(a: &[f32], b: &[f32]) -> f64 {
@@ -35,11 +72,8 @@ fn rel_err(a: &[f32], b: &[f32]) -> f64 {
 
 fn main() -> amp::Result<()> {
     let (batch, d_in, d_hidden, classes) = (256, 512, 1024, 10);
+    let model = Classifier::new(d_in, d_hidden, classes);
     let x = Tensor::<F32>::randn([batch, d_in], 0);
-    let w1 = Tensor::<F32>::randn([d_hidden, d_in], 1).mul_scalar((1.0 / d_in as f32).sqrt());
-    let b1 = Tensor::<F32>::randn([d_hidden], 2).mul_scalar(0.1);
-    let w2 =
-        Tensor::<F32>::randn([classes, d_hidden], 3).mul_scalar((1.0 / d_hidden as f32).sqrt());
     let labels: Vec<usize> = x
         .argmax(1, false)?
         .values()
@@ -48,44 +82,41 @@ fn main() -> amp::Result<()> {
         .collect();
     let targets = Indices::from_slice(&labels);
 
-    let (p32, loss32) = forward::<F32>(&x, &w1, &b1, &w2, &targets)?;
-    println!("Two-layer classifier, batch {batch}, {d_in} → {d_hidden} → {classes}\n");
-    println!(
-        "{:<6} {:>12} {:>16} {:>14}",
-        "matmul", "loss", "probs rel. err", "weight bytes"
-    );
-    let report =
-        |name: &str, probs: &Tensor<F32>, loss: &Tensor<F32>, bytes: usize| -> amp::Result<()> {
-            println!(
-                "{name:<6} {:>12.6} {:>16.2e} {:>14}",
-                loss.to_scalar()?,
-                rel_err(&probs.to_vec(), &p32.to_vec()),
-                bytes
-            );
-            Ok(())
-        };
-    let bytes = |p: amp::DType| (w1.numel() + b1.numel() + w2.numel()) * p.size_in_bytes();
-    report("F32", &p32, &loss32, bytes(F32::DTYPE))?;
-    let (p16, l16) = forward::<F16>(&x, &w1, &b1, &w2, &targets)?;
-    report("F16", &p16, &l16, bytes(F16::DTYPE))?;
-    let (pb16, lb16) = forward::<BF16>(&x, &w1, &b1, &w2, &targets)?;
-    report("BF16", &pb16, &lb16, bytes(BF16::DTYPE))?;
+    let ((logp, loss), plan): (_, PrecisionPlan) = {
+        let (out, plan) = amp::autocast::record(|| model.forward(&x, &targets));
+        (out?, plan)
+    };
+    println!("Precision plan of `forward` under #[autocast] (the F16 policy):\n\n{plan}");
+
+    let (ref_logp, ref_loss) = model.forward_f32(&x, &targets)?;
+    let (bf_logp, bf_loss) = model.forward_bf16(&x, &targets)?;
+    println!("{:<8} {:>10} {:>20}", "policy", "loss", "log-probs vs F32");
+    for (name, lp, l) in [
+        ("f32", &ref_logp, &ref_loss),
+        ("f16", &logp, &loss),
+        ("bf16", &bf_logp, &bf_loss),
+    ] {
+        println!(
+            "{name:<8} {:>10.6} {:>20.2e}",
+            l.to_scalar()?,
+            rel_err(&lp.to_vec(), &ref_logp.to_vec())
+        );
+    }
 
     println!("\nWhat each precision can hold (like torch.finfo):");
     println!(
         "{:<6} {:>5} {:>12} {:>14} {:>14} {:>10}",
         "", "bits", "max", "min normal", "min subnormal", "epsilon"
     );
-    for info in [("F32", F32::INFO), ("F16", F16::INFO), ("BF16", BF16::INFO)] {
-        let (name, i) = info;
+    for (name, i) in [("F32", F32::INFO), ("F16", F16::INFO), ("BF16", BF16::INFO)] {
         println!(
             "{name:<6} {:>5} {:>12.4e} {:>14.4e} {:>14.4e} {:>10.3e}",
             i.bits, i.max, i.smallest_normal, i.smallest_subnormal, i.epsilon
         );
     }
 
-    // Bad shapes are errors that say what went wrong, never panics.
-    let err = x.matmul(&w1).unwrap_err();
+    // Bad shapes are errors that name the op, the shapes and the fix; never panics.
+    let err = x.matmul(&model.w1).unwrap_err();
     println!("\nA mistake, reported:\n  {err}");
     Ok(())
 }
