@@ -137,6 +137,10 @@ thread_local! {
 /// Run `f`, recording every autocast op it runs on this thread: op, call site,
 /// input precisions, the precision it ran in and the output's.
 ///
+/// Recording is per thread: ops `f` hands to other threads are not recorded
+/// here (record inside those threads instead), and a rayon worker that steals
+/// another job while `f` waits records that job's ops into this plan.
+///
 /// ```
 /// use amp::{autocast, Tensor, F32};
 /// #[autocast]

@@ -129,7 +129,10 @@ builtin_policy!(
     BF16Policy, BF16, "bf16"
 );
 builtin_policy!(
-    /// Autocast off: every op runs in F32 (low-precision inputs are widened).
+    /// Autocast off, in amp's terms: matmul-like and sensitive ops run in F32
+    /// (low-precision inputs are widened), while ops that are safe in any
+    /// precision (activations, indexing) and promotions of equal precisions
+    /// keep their inputs' precision, as with no autocast at all.
     F32Policy, F32, "f32"
 );
 

@@ -181,11 +181,11 @@ impl<P: Precision> TensorOperand for Tensor<P> {
     }
 }
 
-impl<P: Precision> TensorOperand for &Tensor<P> {
-    type P = P;
+impl<T: TensorOperand> TensorOperand for &T {
+    type P = T::P;
     #[inline(always)]
-    fn tensor(&self) -> &Tensor<P> {
-        self
+    fn tensor(&self) -> &Tensor<T::P> {
+        (**self).tensor()
     }
 }
 
