@@ -83,9 +83,16 @@ impl Parse for RawArg {
             })?
         };
         if input.peek(Token![=]) {
-            input.parse::<Token![=]>()?;
+            let eq: Token![=] = input.parse()?;
             let path: Path = input.parse().map_err(|e| {
-                syn::Error::new(e.span(), format!("expected a path after `{key} =`"))
+                let msg = format!("expected a path after `{key} =`");
+                // Nothing after `=`: syn reports the end of the attribute (the
+                // whole `#[..]`); point at `key =` instead.
+                if input.is_empty() {
+                    syn::Error::new_spanned(quote!(#key #eq), msg)
+                } else {
+                    syn::Error::new(e.span(), msg)
+                }
             })?;
             return Ok(RawArg::KeyPath(key, path));
         }
@@ -208,6 +215,24 @@ pub fn parse_autocast(args: TokenStream) -> syn::Result<Config> {
                 "f16" => set_policy(k.span(), PolicyChoice::Builtin("F16Policy"), &mut errors),
                 "bf16" => set_policy(k.span(), PolicyChoice::Builtin("BF16Policy"), &mut errors),
                 "f32" => set_policy(k.span(), PolicyChoice::Builtin("F32Policy"), &mut errors),
+                "policy" | "crate" => errors.push(syn::Error::new(
+                    k.span(),
+                    format!(
+                        "`{k}` needs a path: `{k} = {}`",
+                        if k == "policy" {
+                            "path::MyPolicy"
+                        } else {
+                            "path::to::amp"
+                        }
+                    ),
+                )),
+                "overrides" | "custom" => errors.push(syn::Error::new(
+                    k.span(),
+                    format!(
+                        "`{k}` needs a list: `{k}({} = lower|f32|keep, ..)`",
+                        if k == "overrides" { "op" } else { "my_op" }
+                    ),
+                )),
                 other => {
                     let hint = match other {
                         "fp16" | "half" | "F16" | "float16" => " (did you mean `f16`?)",
@@ -288,11 +313,18 @@ pub fn parse_policy(args: TokenStream) -> syn::Result<PolicyConfig> {
         syn::parse::Parser::parse2(Punctuated::parse_terminated, args.clone())?;
     let mut errors = Errors::default();
     let mut low = None;
+    // Whether `low = ..` was written at all (even with an invalid value), so
+    // a bad value is not reported a second time as missing.
+    let mut low_given = false;
     let mut krate = None;
     let mut overrides = None;
     for arg in raw {
         match arg {
+            RawArg::KeyPath(k, _) if k == "low" && low_given => {
+                errors.push(syn::Error::new(k.span(), "`low` is given twice"))
+            }
             RawArg::KeyPath(k, path) if k == "low" => {
+                low_given = true;
                 let name = path.get_ident().map(|i| i.to_string()).unwrap_or_default();
                 match name.as_str() {
                     "f16" | "F16" => low = Some("F16"),
@@ -304,8 +336,21 @@ pub fn parse_policy(args: TokenStream) -> syn::Result<PolicyConfig> {
                     )),
                 }
             }
+            RawArg::Flag(k) if k == "low" => {
+                low_given = true;
+                errors.push(syn::Error::new(
+                    k.span(),
+                    "`low` needs a precision: `low = f16`, `low = bf16` or `low = f32`",
+                ))
+            }
+            RawArg::KeyPath(k, _) if k == "crate" && krate.is_some() => {
+                errors.push(syn::Error::new(k.span(), "`crate` is given twice"))
+            }
             RawArg::KeyPath(k, path) if k == "crate" => krate = Some(path),
-            RawArg::List(k, entries) if k == "overrides" && overrides.is_none() => {
+            RawArg::List(k, _) if k == "overrides" && overrides.is_some() => {
+                errors.push(syn::Error::new(k.span(), "`overrides(..)` is given twice"))
+            }
+            RawArg::List(k, entries) if k == "overrides" => {
                 overrides = Some(op_overrides(entries, &mut errors))
             }
             RawArg::Flag(k) | RawArg::KeyPath(k, _) | RawArg::List(k, _) => errors.push(
@@ -313,7 +358,7 @@ pub fn parse_policy(args: TokenStream) -> syn::Result<PolicyConfig> {
             ),
         }
     }
-    if low.is_none() {
+    if !low_given {
         errors.push(syn::Error::new_spanned(
             args,
             format!("missing `low = ..`; {POLICY_FORMS}"),

@@ -121,13 +121,13 @@ impl Rewriter<'_> {
         let method = &mc.method;
         let turbofish = &mc.turbofish;
         let receiver = receiver_tokens(&mc.receiver);
-        let args: Vec<&Expr> = mc.args.iter().collect();
+        let args: Vec<&Expr> = mc.args.iter().map(unparen).collect();
         match target {
             Target::Custom(class) => {
                 let class = class.tokens(&self.cfg.krate);
                 let mut inputs = vec![self.hold(receiver, &class, span)];
                 inputs.extend(args.iter().map(|a| self.hold(quote!(#a), &class, span)));
-                let (recv, binds) = bindings(args.len());
+                let (recv, binds) = bindings(args.len(), span);
                 let call = quote_spanned!(span=> #recv.get().#method #turbofish(#(#binds.get()),*));
                 Some(self.wrap(
                     &name,
@@ -168,7 +168,7 @@ impl Rewriter<'_> {
         let span = last.ident.span();
         let name = last.ident.to_string();
         let path = &func.path;
-        let args: Vec<&Expr> = call.args.iter().collect();
+        let args: Vec<&Expr> = call.args.iter().map(unparen).collect();
         match target {
             Target::Custom(class) => {
                 let class = class.tokens(&self.cfg.krate);
@@ -176,7 +176,7 @@ impl Rewriter<'_> {
                     .iter()
                     .map(|a| self.hold(quote!(#a), &class, span))
                     .collect();
-                let (_, binds) = bindings(args.len());
+                let (_, binds) = bindings(args.len(), span);
                 let call = quote_spanned!(span=> #path(#(#binds.get()),*));
                 Some(self.wrap(&name, span, inputs, binds, call))
             }
@@ -244,7 +244,7 @@ impl Rewriter<'_> {
                             return None;
                         };
                         let krate = &self.cfg.krate;
-                        let elems: Vec<&Expr> = arr.elems.iter().collect();
+                        let elems: Vec<&Expr> = arr.elems.iter().map(unparen).collect();
                         let elem_binds: Vec<Ident> = (0..elems.len())
                             .map(|i| format_ident!("__amp_e{i}"))
                             .collect();
@@ -280,22 +280,22 @@ impl Rewriter<'_> {
         call: impl FnOnce(TokenStream, Vec<TokenStream>) -> TokenStream,
     ) -> TokenStream {
         let mut inputs = vec![self.hold(receiver, class, span)];
-        let (recv, binds) = bindings(args.len());
+        let (recv, binds) = bindings(args.len(), span);
         let mut uses = Vec::new();
         for ((arg, kind), bind) in args.iter().zip(op.args).zip(&binds) {
             let literal_none = matches!(arg, Expr::Path(p) if p.path.is_ident("None"));
             match kind {
                 Arg::T | Arg::Opt if !literal_none => {
                     inputs.push(self.hold(quote!(#arg), class, span));
-                    uses.push(quote!(#bind.get()));
+                    uses.push(quote_spanned!(span=> #bind.get()));
                 }
                 _ => {
                     inputs.push(quote!(#arg));
-                    uses.push(quote!(#bind));
+                    uses.push(quote_spanned!(span=> #bind));
                 }
             }
         }
-        let call = call(quote!(#recv.get()), uses);
+        let call = call(quote_spanned!(span=> #recv.get()), uses);
         self.wrap(
             name,
             span,
@@ -358,22 +358,37 @@ impl Rewriter<'_> {
             return None;
         }
         let op = ops::find(name)?;
-        let (l, r) = (&b.left, &b.right);
+        let (l, r) = (unparen(&b.left), unparen(&b.right));
         Some(self.promote_pair(op, b.op.span(), quote!(#l), quote!(#r)))
     }
 }
 
-fn bindings(n: usize) -> (Ident, Vec<Ident>) {
+/// The names the rewritten call binds its inputs to, spanned at the op's name
+/// so a bound the op's signature puts on an input is reported there.
+fn bindings(n: usize, span: Span) -> (Ident, Vec<Ident>) {
     (
-        format_ident!("__amp_recv"),
-        (0..n).map(|i| format_ident!("__amp_a{i}")).collect(),
+        format_ident!("__amp_recv", span = span),
+        (0..n)
+            .map(|i| format_ident!("__amp_a{i}", span = span))
+            .collect(),
     )
 }
 
 /// A place (`x`, `self.w`, `v[i]`) is borrowed, so using it as a receiver never
 /// moves it; any other receiver is a temporary and is passed by value.
 fn receiver_tokens(e: &Expr) -> TokenStream {
+    let e = unparen(e);
     if is_place(e) { quote!(&#e) } else { quote!(#e) }
+}
+
+/// `(e)` as `e`: user expressions become arguments of the generated calls,
+/// where their parentheses would draw `unused_parens` warnings pointing at
+/// the user's code.
+fn unparen(e: &Expr) -> &Expr {
+    match e {
+        Expr::Paren(p) => unparen(&p.expr),
+        _ => e,
+    }
 }
 
 fn is_place(e: &Expr) -> bool {

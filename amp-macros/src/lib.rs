@@ -39,10 +39,15 @@ fn autocast_impl(args: TokenStream2, item: TokenStream2) -> TokenStream2 {
     let func = match syn::parse2::<syn::ItemFn>(item.clone()) {
         Ok(f) => f,
         Err(_) => {
-            let err = syn::Error::new_spanned(
-                first_tokens(&item),
-                "#[autocast] applies to a function with a body (a free fn, a method, or a trait impl method)",
-            );
+            let msg = match syn::parse2::<syn::TraitItemFn>(item.clone()) {
+                Ok(f) if f.default.is_none() => {
+                    "#[autocast] needs a function body to rewrite: put it on the implementations of this trait method (or give the method a default body)"
+                }
+                _ => {
+                    "#[autocast] applies to a function with a body (a free fn, a method, or a trait impl method)"
+                }
+            };
+            let err = syn::Error::new_spanned(first_tokens(&item), msg);
             return with_fallback(err, item);
         }
     };
