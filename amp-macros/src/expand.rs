@@ -89,6 +89,23 @@ impl Rewriter<'_> {
         quote_spanned!(span=> (&&#krate::__private::Arg::new(#value)).__amp_hold::<#policy, #class>())
     }
 
+    /// Hold a receiver. One the macro borrowed (a place) goes through
+    /// `__amp_recv`, which also hands back `Copy` values by value, so
+    /// non-tensor calls keep their meaning (`n.clamp(0, 3)` on an `i32`).
+    fn hold_receiver(
+        &self,
+        (value, borrowed): (TokenStream, bool),
+        class: &TokenStream,
+        span: Span,
+    ) -> TokenStream {
+        if !borrowed {
+            return self.hold(value, class, span);
+        }
+        let krate = &self.cfg.krate;
+        let policy = &self.policy;
+        quote_spanned!(span=> (&&&#krate::__private::Arg::new(#value)).__amp_recv::<#policy, #class>())
+    }
+
     /// `match (begin, inputs..) { (frame, bindings..) => { call; finish } }`.
     /// The result passes through a plain `let`, so inference still flows from
     /// the surrounding code into the call (`let n: f32 = it.sum();`).
@@ -125,7 +142,7 @@ impl Rewriter<'_> {
         match target {
             Target::Custom(class) => {
                 let class = class.tokens(&self.cfg.krate);
-                let mut inputs = vec![self.hold(receiver, &class, span)];
+                let mut inputs = vec![self.hold_receiver(receiver, &class, span)];
                 inputs.extend(args.iter().map(|a| self.hold(quote!(#a), &class, span)));
                 let (recv, binds) = bindings(args.len(), span);
                 let call = quote_spanned!(span=> #recv.get().#method #turbofish(#(#binds.get()),*));
@@ -149,7 +166,7 @@ impl Rewriter<'_> {
                         }))
                     }
                     Shape::Promote => {
-                        Some(self.promote_pair(op, span, receiver, quote!(#(#args)*)))
+                        Some(self.promote_pair(op, span, receiver.0, quote!(#(#args)*)))
                     }
                     Shape::PromoteList | Shape::PromoteWhere => None,
                 }
@@ -198,7 +215,7 @@ impl Rewriter<'_> {
                             op,
                             &name,
                             span,
-                            quote!(#first),
+                            (quote!(#first), false),
                             rest,
                             &class,
                             |recv, rest| quote_spanned!(span=> #path(#recv, #(#rest),*)),
@@ -274,12 +291,12 @@ impl Rewriter<'_> {
         op: &ops::Op,
         name: &str,
         span: Span,
-        receiver: TokenStream,
+        receiver: (TokenStream, bool),
         args: &[&Expr],
         class: &TokenStream,
         call: impl FnOnce(TokenStream, Vec<TokenStream>) -> TokenStream,
     ) -> TokenStream {
-        let mut inputs = vec![self.hold(receiver, class, span)];
+        let mut inputs = vec![self.hold_receiver(receiver, class, span)];
         let (recv, binds) = bindings(args.len(), span);
         let mut uses = Vec::new();
         for ((arg, kind), bind) in args.iter().zip(op.args).zip(&binds) {
@@ -376,9 +393,13 @@ fn bindings(n: usize, span: Span) -> (Ident, Vec<Ident>) {
 
 /// A place (`x`, `self.w`, `v[i]`) is borrowed, so using it as a receiver never
 /// moves it; any other receiver is a temporary and is passed by value.
-fn receiver_tokens(e: &Expr) -> TokenStream {
+fn receiver_tokens(e: &Expr) -> (TokenStream, bool) {
     let e = unparen(e);
-    if is_place(e) { quote!(&#e) } else { quote!(#e) }
+    if is_place(e) {
+        (quote!(&#e), true)
+    } else {
+        (quote!(#e), false)
+    }
 }
 
 /// `(e)` as `e`: user expressions become arguments of the generated calls,
@@ -394,6 +415,7 @@ fn unparen(e: &Expr) -> &Expr {
 fn is_place(e: &Expr) -> bool {
     match e {
         Expr::Path(_) | Expr::Field(_) | Expr::Index(_) => true,
+        Expr::Unary(u) if matches!(u.op, syn::UnOp::Deref(_)) => true,
         Expr::Paren(p) => is_place(&p.expr),
         _ => false,
     }

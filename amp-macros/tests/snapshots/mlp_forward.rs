@@ -12,8 +12,8 @@ fn forward(
         (&&::amp::__private::Arg::new(
             match (
                 ::amp::__private::begin(),
-                (&&::amp::__private::Arg::new(&x))
-                    .__amp_hold::<
+                (&&&::amp::__private::Arg::new(&x))
+                    .__amp_recv::<
                         ::amp::autocast::F16Policy,
                         <::amp::autocast::F16Policy as ::amp::autocast::Decide<
                             ::amp::ops::kind::linear,
@@ -80,8 +80,8 @@ fn forward(
     };
     let y = match (
         ::amp::__private::begin(),
-        (&&::amp::__private::Arg::new(&h))
-            .__amp_hold::<
+        (&&&::amp::__private::Arg::new(&h))
+            .__amp_recv::<
                 ::amp::autocast::F16Policy,
                 <::amp::autocast::F16Policy as ::amp::autocast::Decide<
                     ::amp::ops::kind::matmul,
@@ -132,8 +132,8 @@ fn forward(
     })? * 0.5;
     match (
         ::amp::__private::begin(),
-        (&&::amp::__private::Arg::new(&z))
-            .__amp_hold::<
+        (&&&::amp::__private::Arg::new(&z))
+            .__amp_recv::<
                 ::amp::autocast::F16Policy,
                 <::amp::autocast::F16Policy as ::amp::autocast::Decide<
                     ::amp::ops::kind::log_softmax,

@@ -75,6 +75,7 @@ impl<L: Precision> Permitted<L> for Lower {}
 impl<L: Precision> Permitted<L> for Full {}
 impl<L: Precision> Permitted<L> for Promote {}
 impl<L: Precision> Permitted<L> for Keep {}
+#[diagnostic::do_not_recommend]
 impl Permitted<F32> for Refused {}
 
 /// A compile-time autocast policy: a low precision plus, for every op, a
@@ -83,6 +84,10 @@ impl Permitted<F32> for Refused {}
 /// Built in: [`F16Policy`] (the default, like CUDA autocast), [`BF16Policy`],
 /// and [`F32Policy`] (autocast off: everything in F32). Declare your own with
 /// the `#[amp::policy]` attribute: a low precision plus per-op overrides.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an autocast policy",
+    note = "use `f16`, `bf16`, `f32`, or a unit struct declared with `#[amp::policy(low = .., overrides(..))]`"
+)]
 pub trait Policy: Copy + Default + Send + Sync + 'static {
     /// The precision matmul-like ops run in.
     type Low: Precision;
@@ -108,10 +113,12 @@ macro_rules! builtin_policy {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
         pub struct $name;
+        #[diagnostic::do_not_recommend]
         impl Policy for $name {
             type Low = $low;
             const NAME: &'static str = $label;
         }
+        #[diagnostic::do_not_recommend]
         impl<O: OpKind> Decide<O> for $name {
             type Class = O::Rule;
         }

@@ -145,6 +145,70 @@ impl<T> PassThrough for Arg<T> {
     }
 }
 
+impl<P: Precision> CastTensor for &Arg<&&&Tensor<P>> {
+    type Held<Pol: Policy, C: CastClass> = Held<C::Target<Pol, P>>;
+    #[inline(always)]
+    fn __amp_hold<Pol: Policy, C: CastClass + Permitted<Pol::Low>>(&self) -> Self::Held<Pol, C> {
+        Held(cast_input::<Pol, C, P>(self.take()))
+    }
+}
+
+// ---- receivers that the macro borrowed --------------------------------------------
+//
+// A place receiver (`x.relu()`, `self.w.matmul(..)`) is borrowed by the macro
+// so it is never moved. Method lookup on `&&&Arg<&T>` then tries, in order:
+// a tensor (cast it), a `Copy` value (hand back a copy, so `n.clamp(0, 3)` on
+// an `i32` calls `Ord::clamp` on the value as written), anything else (hand
+// back the borrow, which serves `&self` methods).
+
+/// Borrowed tensor receivers.
+pub trait RecvTensor {
+    /// What the op call borrows from.
+    type Held<Pol: Policy, C: CastClass>;
+    /// Cast for the op.
+    fn __amp_recv<Pol: Policy, C: CastClass + Permitted<Pol::Low>>(&self) -> Self::Held<Pol, C>;
+}
+
+impl<T: TensorOperand> RecvTensor for &&Arg<&T> {
+    type Held<Pol: Policy, C: CastClass> = Held<C::Target<Pol, T::P>>;
+    #[inline(always)]
+    fn __amp_recv<Pol: Policy, C: CastClass + Permitted<Pol::Low>>(&self) -> Self::Held<Pol, C> {
+        Held(cast_input::<Pol, C, T::P>(self.take().tensor()))
+    }
+}
+
+/// Borrowed `Copy` receivers: a copy, as the unrewritten call would use.
+pub trait RecvCopy {
+    /// The value.
+    type Held<Pol: Policy, C: CastClass>;
+    /// Copy the value out.
+    fn __amp_recv<Pol: Policy, C: CastClass>(&self) -> Self::Held<Pol, C>;
+}
+
+impl<T: Copy> RecvCopy for &Arg<&T> {
+    type Held<Pol: Policy, C: CastClass> = Pass<T>;
+    #[inline(always)]
+    fn __amp_recv<Pol: Policy, C: CastClass>(&self) -> Pass<T> {
+        Pass(*self.take())
+    }
+}
+
+/// Other borrowed receivers: the borrow itself.
+pub trait RecvPass {
+    /// The borrow.
+    type Held<Pol: Policy, C: CastClass>;
+    /// Hand the borrow back.
+    fn __amp_recv<Pol: Policy, C: CastClass>(&self) -> Self::Held<Pol, C>;
+}
+
+impl<T> RecvPass for Arg<T> {
+    type Held<Pol: Policy, C: CastClass> = Pass<T>;
+    #[inline(always)]
+    fn __amp_recv<Pol: Policy, C: CastClass>(&self) -> Pass<T> {
+        Pass(self.take())
+    }
+}
+
 // ---- promotion ------------------------------------------------------------------
 
 /// Both operands of a binary operator (see the module docs).
@@ -310,5 +374,6 @@ pub mod traits {
     pub use super::{
         CastTensor as _, PassThrough as _, PlainAdd as _, PlainDiv as _, PlainMul as _,
         PlainSub as _, PromoteAdd as _, PromoteDiv as _, PromoteMul as _, PromoteSub as _,
+        RecvCopy as _, RecvPass as _, RecvTensor as _,
     };
 }
