@@ -9,25 +9,31 @@ use criterion::{BenchmarkId, Throughput};
 
 const SIZES: [usize; 4] = [256, 512, 1024, 2048];
 
-fn bench_precision<P: Precision>(c: &mut criterion::Criterion, rec: &Recorder) {
-    let mut group = c.benchmark_group(format!("gemm/{}", P::NAME));
-    for n in SIZES {
-        let a = Tensor::<F32>::randn([n, n], 1).cast::<P>();
-        let b = Tensor::<F32>::randn([n, n], 2).cast::<P>();
-        group.throughput(Throughput::Elements((2 * n * n * n) as u64));
-        group.bench_function(BenchmarkId::from_parameter(n), |bench| {
-            rec.iter(bench, &format!("{}/{n}", P::NAME), || a.matmul(&b).unwrap())
-        });
-    }
-    group.finish();
+/// One precision at one size, inside the size's group, so the three
+/// precisions a ratio compares are measured back to back.
+fn bench_one<P: Precision>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rec: &Recorder,
+    n: usize,
+) {
+    let a = Tensor::<F32>::randn([n, n], 1).cast::<P>();
+    let b = Tensor::<F32>::randn([n, n], 2).cast::<P>();
+    group.bench_function(BenchmarkId::from_parameter(P::NAME), |bench| {
+        rec.iter(bench, &format!("{}/{n}", P::NAME), || a.matmul(&b).unwrap())
+    });
 }
 
 fn main() {
     let rec = Recorder::default();
     let mut c = quick_criterion();
-    bench_precision::<F32>(&mut c, &rec);
-    bench_precision::<F16>(&mut c, &rec);
-    bench_precision::<BF16>(&mut c, &rec);
+    for n in SIZES {
+        let mut group = c.benchmark_group(format!("gemm/{n}"));
+        group.throughput(Throughput::Elements((2 * n * n * n) as u64));
+        bench_one::<F32>(&mut group, &rec, n);
+        bench_one::<F16>(&mut group, &rec, n);
+        bench_one::<BF16>(&mut group, &rec, n);
+        group.finish();
+    }
     c.final_summary();
 
     println!("\nGEMM (n×n×n, F32 accumulate) on {}", machine());

@@ -77,9 +77,23 @@ impl Element for f16 {
         f16::to_f32(self)
     }
     fn slice_to_f32(src: &[Self], dst: &mut [f32]) {
+        assert_eq!(src.len(), dst.len(), "internal: conversion length mismatch");
+        #[cfg(target_arch = "x86_64")]
+        if f16c::available() {
+            // SAFETY: F16C and AVX are present (checked just above).
+            unsafe { f16c::to_f32(src, dst) };
+            return;
+        }
         src.convert_to_f32_slice(dst)
     }
     fn slice_from_f32(src: &[f32], dst: &mut [Self]) {
+        assert_eq!(src.len(), dst.len(), "internal: conversion length mismatch");
+        #[cfg(target_arch = "x86_64")]
+        if f16c::available() {
+            // SAFETY: F16C and AVX are present (checked just above).
+            unsafe { f16c::from_f32(src, dst) };
+            return;
+        }
         dst.convert_from_f32_slice(src)
     }
     fn zeros(n: usize) -> Vec<Self> {
@@ -159,6 +173,56 @@ fn bf16_slice_from_f32_generic(src: &[f32], dst: &mut [bf16]) {
 fn bf16_slice_to_f32_generic(src: &[bf16], dst: &mut [f32]) {
     for (d, s) in dst.iter_mut().zip(src) {
         *d = f32::from_bits((s.to_bits() as u32) << 16);
+    }
+}
+
+/// Whole-slice F16C loops. `half` converts eight elements per call of a
+/// `target_feature` function, which cannot inline into its loop; converting the
+/// whole slice inside one such function runs 2–3× faster.
+#[cfg(target_arch = "x86_64")]
+mod f16c {
+    use std::arch::x86_64::{
+        _MM_FROUND_TO_NEAREST_INT, _mm_loadu_si128, _mm_storeu_si128, _mm256_cvtph_ps,
+        _mm256_cvtps_ph, _mm256_loadu_ps, _mm256_storeu_ps,
+    };
+
+    use half::f16;
+
+    pub(super) fn available() -> bool {
+        std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx")
+    }
+
+    /// SAFETY: callers check [`available`]; `src` and `dst` have equal lengths.
+    #[target_feature(enable = "avx,f16c")]
+    pub(super) unsafe fn to_f32(src: &[f16], dst: &mut [f32]) {
+        let n = src.len() / 8 * 8;
+        for i in (0..n).step_by(8) {
+            // SAFETY: i + 8 <= n <= len of both slices; unaligned loads/stores.
+            unsafe {
+                let h = _mm_loadu_si128(src.as_ptr().add(i).cast());
+                _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+            }
+        }
+        for (d, s) in dst[n..].iter_mut().zip(&src[n..]) {
+            *d = s.to_f32();
+        }
+    }
+
+    /// SAFETY: callers check [`available`]; `src` and `dst` have equal lengths.
+    #[target_feature(enable = "avx,f16c")]
+    pub(super) unsafe fn from_f32(src: &[f32], dst: &mut [f16]) {
+        let n = src.len() / 8 * 8;
+        for i in (0..n).step_by(8) {
+            // SAFETY: i + 8 <= n <= len of both slices; unaligned loads/stores.
+            unsafe {
+                let v = _mm256_loadu_ps(src.as_ptr().add(i));
+                let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+                _mm_storeu_si128(dst.as_mut_ptr().add(i).cast(), h);
+            }
+        }
+        for (d, s) in dst[n..].iter_mut().zip(&src[n..]) {
+            *d = f16::from_f32(*s);
+        }
     }
 }
 
