@@ -50,6 +50,16 @@
 /// The policy is part of the compiled code, not thread-local state: closures
 /// the function hands to other threads keep it.
 ///
+/// Limits, all compile-time (nothing is silently left in the wrong precision):
+/// - macro bodies (`println!`, `assert!`, `vec!`) are not rewritten: compute
+///   the value in a `let` first;
+/// - a non-`Copy` value in a variable, used as the receiver of a by-value
+///   method that shares an op's name (an iterator `it.sum()`), is borrowed and
+///   does not compile: write `it.into_iter().sum()`;
+/// - the policy must be a concrete type (`policy = P` with a generic `P` is not
+///   supported yet);
+/// - tensors have no `+=`: every op returns a `Result`, so write `x = (&x + &y)?`.
+///
 /// ```
 /// use amp::{autocast, DType, Tensor, F32};
 ///

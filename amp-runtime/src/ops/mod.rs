@@ -61,7 +61,19 @@ pub struct OpInfo {
 macro_rules! op_table {
     ($($name:ident: $class:ident, $rule:ident;)*) => {
         /// Every op amp has, with its precision class and autocast rule. The
-        /// `#[autocast]` macro's op list and the docs are checked against it.
+        /// `#[autocast]` macro's op list is checked against it by a test, and
+        /// the table below is generated from the same lines as the code, so
+        /// neither can drift.
+        ///
+        /// | op | signature | under `#[autocast]` |
+        /// |---|---|---|
+        $(#[doc = concat!("| `", stringify!($name), "` | ", stringify!($class), " | ", stringify!($rule), " |")])*
+        ///
+        /// `Neutral`: any precision, the same for every operand. `WideOnly`:
+        /// only `Tensor<F32>`. `Lower`: inputs cast to the policy's low
+        /// precision. `Full`: cast to F32. `Promote`: all inputs cast to the
+        /// widest among them. `Keep`: no cast. `Refused`: a compile error
+        /// under a low-precision policy, F32 under `F32Policy`.
         ///
         /// ```
         /// use amp::ops::{AutocastRule, OpClass, TABLE};
