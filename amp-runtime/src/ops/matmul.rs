@@ -52,20 +52,9 @@ impl<P: Precision> Tensor<P> {
         let offs_a = batch_offsets(la, &plan.batch);
         let offs_b = batch_offsets(&lb, &plan.batch);
         let mut out = <P::Elem as Element>::zeros(plan.batch.numel() * plan.m * plan.n);
-        let (ra, rb) = (la.shape().rank(), lb.shape().rank());
         gemm::batched_low(
-            Operand {
-                data: plan.lhs.core().cpu_slice::<P::Elem>(),
-                batch_offsets: &offs_a,
-                rs: la.strides()[ra - 2],
-                cs: la.strides()[ra - 1],
-            },
-            Operand {
-                data: &b,
-                batch_offsets: &offs_b,
-                rs: lb.strides()[rb - 2],
-                cs: lb.strides()[rb - 1],
-            },
+            operand(plan.lhs.core().cpu_slice::<P::Elem>(), la, &offs_a),
+            operand(&b, &lb, &offs_b),
             plan.m,
             plan.n,
             plan.k,
@@ -160,6 +149,17 @@ impl<P: Precision> Tensor<P> {
             }
             _ => self.matmul_with(&wt, &|_| {}),
         }
+    }
+}
+
+/// A GEMM operand read through a matrix layout's last two strides.
+fn operand<'a, T>(data: &'a [T], layout: &Layout, batch_offsets: &'a [usize]) -> Operand<'a, T> {
+    let (strides, r) = (layout.strides(), layout.shape().rank());
+    Operand {
+        data,
+        batch_offsets,
+        rs: strides[r - 2],
+        cs: strides[r - 1],
     }
 }
 
@@ -269,23 +269,12 @@ impl<P: Precision, Q: Precision> Plan<P, Q> {
     fn product_f32(&self) -> Vec<f32> {
         let (a, la): (Cow<'_, [f32]>, Layout) = self.lhs.core().f32_view();
         let (b, lb): (Cow<'_, [f32]>, Layout) = self.rhs.core().f32_view();
-        let (ra, rb) = (la.shape().rank(), lb.shape().rank());
         let offs_a = batch_offsets(&la, &self.batch);
         let offs_b = batch_offsets(&lb, &self.batch);
         let mut out = vec![0f32; self.batch.numel() * self.m * self.n];
         gemm::batched(
-            Operand {
-                data: &a,
-                batch_offsets: &offs_a,
-                rs: la.strides()[ra - 2],
-                cs: la.strides()[ra - 1],
-            },
-            Operand {
-                data: &b,
-                batch_offsets: &offs_b,
-                rs: lb.strides()[rb - 2],
-                cs: lb.strides()[rb - 1],
-            },
+            operand(&a, &la, &offs_a),
+            operand(&b, &lb, &offs_b),
             self.m,
             self.n,
             self.k,
