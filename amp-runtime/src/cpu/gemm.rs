@@ -46,13 +46,7 @@ pub(crate) fn batched(
     k: usize,
     out: &mut [f32],
 ) {
-    let batch = a.batch_offsets.len();
-    assert_eq!(batch, b.batch_offsets.len(), "internal: batch mismatch");
-    assert_eq!(out.len(), batch * m * n, "internal: gemm output size");
-    assert!(
-        a.in_bounds(m, k) && b.in_bounds(k, n),
-        "internal: gemm operand out of bounds"
-    );
+    let batch = check(&a, &b, m, n, k, out.len());
     panels(batch, m, n, out, |bi, r0, dst, par| {
         let rows = dst.len() / n;
         let lhs = Operand {
@@ -65,6 +59,25 @@ pub(crate) fn batched(
         };
         single(lhs, rhs, rows, n, k, dst, par);
     });
+}
+
+/// The invariants the `unsafe` GEMM call relies on; returns the batch size.
+fn check<T>(
+    a: &Operand<'_, T>,
+    b: &Operand<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+    out_len: usize,
+) -> usize {
+    let batch = a.batch_offsets.len();
+    assert_eq!(batch, b.batch_offsets.len(), "internal: batch mismatch");
+    assert_eq!(out_len, batch * m * n, "internal: gemm output size");
+    assert!(
+        a.in_bounds(m, k) && b.in_bounds(k, n),
+        "internal: gemm operand out of bounds"
+    );
+    batch
 }
 
 /// Split `out` (`[batch, m, n]`) into row panels and run
@@ -119,13 +132,7 @@ pub(crate) fn batched_low<T: Element>(
     out: &mut [T],
     epilogue: &(dyn Fn(&mut [f32]) + Sync),
 ) {
-    let batch = a.batch_offsets.len();
-    assert_eq!(batch, b.batch_offsets.len(), "internal: batch mismatch");
-    assert_eq!(out.len(), batch * m * n, "internal: gemm output size");
-    assert!(
-        a.in_bounds(m, k) && b.in_bounds(k, n),
-        "internal: gemm operand out of bounds"
-    );
+    let batch = check(&a, &b, m, n, k, out.len());
     panels(batch, m, n, out, |bi, r0, dst, par| {
         let rows = dst.len() / n;
         let mut lhs = vec![0f32; rows * k];
