@@ -1,11 +1,11 @@
 //! amp in one screen: a two-layer classifier whose `forward` carries
-//! `#[autocast]`, run under the F16, BF16 and F32 policies. It prints the
+//! `#[autocast]`, written once and run under the F16, BF16 and F32 policies. It prints the
 //! precision plan (which op ran in which precision, and where) and what each
 //! policy costs in accuracy against F32.
 //!
 //! Run: `cargo run --release --example quickstart`
 
-use amp::autocast::PrecisionPlan;
+use amp::autocast::{BF16Policy, DefaultRules, F16Policy, F32Policy, PrecisionPlan};
 use amp::{BF16, F16, F32, Indices, Precision, Tensor, autocast};
 
 struct Classifier {
@@ -23,36 +23,13 @@ impl Classifier {
         }
     }
 
-    /// The forward pass, written once. `#[autocast]` casts each op's inputs:
-    /// `linear` runs in F16, `gelu` keeps its input's precision, and
-    /// `log_softmax` and `nll_loss` run in F32. The returned log-probabilities
-    /// are F32 because `log_softmax` ran in F32: the types say so.
-    #[autocast]
-    fn forward(
-        &self,
-        x: &Tensor<F32>,
-        targets: &Indices,
-    ) -> amp::Result<(Tensor<F32>, Tensor<F32>)> {
-        let h = x.linear(&self.w1, Some(&self.b1))?.gelu();
-        let logp = h.linear(&self.w2, None)?.log_softmax(-1)?;
-        let loss = logp.nll_loss(targets)?;
-        Ok((logp, loss))
-    }
-
-    #[autocast(bf16)]
-    fn forward_bf16(
-        &self,
-        x: &Tensor<F32>,
-        targets: &Indices,
-    ) -> amp::Result<(Tensor<F32>, Tensor<F32>)> {
-        let h = x.linear(&self.w1, Some(&self.b1))?.gelu();
-        let logp = h.linear(&self.w2, None)?.log_softmax(-1)?;
-        let loss = logp.nll_loss(targets)?;
-        Ok((logp, loss))
-    }
-
-    #[autocast(f32)]
-    fn forward_f32(
+    /// The forward pass, written once, for any policy. `#[autocast]` casts
+    /// each op's inputs: `linear` runs in the policy's low precision, `gelu`
+    /// keeps its input's, and `log_softmax` and `nll_loss` run in F32. The
+    /// returned log-probabilities are F32 because `log_softmax` ran in F32:
+    /// the types say so.
+    #[autocast(policy = Pol)]
+    fn forward<Pol: DefaultRules>(
         &self,
         x: &Tensor<F32>,
         targets: &Indices,
@@ -83,13 +60,13 @@ fn main() -> amp::Result<()> {
     let targets = Indices::from_slice(&labels);
 
     let ((logp, loss), plan): (_, PrecisionPlan) = {
-        let (out, plan) = amp::autocast::record(|| model.forward(&x, &targets));
+        let (out, plan) = amp::autocast::record(|| model.forward::<F16Policy>(&x, &targets));
         (out?, plan)
     };
-    println!("Precision plan of `forward` under #[autocast] (the F16 policy):\n\n{plan}");
+    println!("Precision plan of `forward` under the F16 policy:\n\n{plan}");
 
-    let (ref_logp, ref_loss) = model.forward_f32(&x, &targets)?;
-    let (bf_logp, bf_loss) = model.forward_bf16(&x, &targets)?;
+    let (ref_logp, ref_loss) = model.forward::<F32Policy>(&x, &targets)?;
+    let (bf_logp, bf_loss) = model.forward::<BF16Policy>(&x, &targets)?;
     println!("{:<8} {:>10} {:>20}", "policy", "loss", "log-probs vs F32");
     for (name, lp, l) in [
         ("f32", &ref_logp, &ref_loss),

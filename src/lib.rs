@@ -56,8 +56,12 @@
 /// - a non-`Copy` value in a variable, used as the receiver of a by-value
 ///   method that shares an op's name (an iterator `it.sum()`), is borrowed and
 ///   does not compile: write `it.into_iter().sum()`;
-/// - the policy must be a concrete type (`policy = P` with a generic `P` is not
-///   supported yet);
+/// - a policy given as a generic parameter must be bounded by
+///   [`autocast::DefaultRules`] (every built-in policy satisfies it), so the
+///   type checker knows each op's rule: `#[autocast(policy = Pol)] fn
+///   forward<Pol: DefaultRules>(..)` is one forward for every policy, with
+///   `Tensor<Pol::Low>` for matmul-like results. Mixed promotion there needs
+///   the low operand on the left (`&low + &f32`);
 /// - tensors have no `+=`: every op returns a `Result`, so write `x = (&x + &y)?`.
 ///
 /// ```

@@ -66,6 +66,8 @@ impl Rewriter<'_> {
         quote_spanned!(span=> <#policy as #krate::autocast::Decide<#krate::ops::kind::#kind>>::Class)
     }
 
+    /// The call site as a constant, plus the policy's name (not part of the
+    /// constant: a generic policy parameter cannot appear in a `const`).
     fn site(&self, name: &str, span: Span) -> TokenStream {
         let krate = &self.cfg.krate;
         let policy = &self.policy;
@@ -74,13 +76,12 @@ impl Rewriter<'_> {
             const __AMP_SITE: #krate::__private::Site = #krate::__private::Site::new(
                 #name,
                 #tensor_out,
-                <#policy as #krate::autocast::Policy>::NAME,
                 ::core::file!(),
                 ::core::line!(),
                 ::core::column!(),
             );
             &__AMP_SITE
-        }}
+        }, <#policy as #krate::autocast::Policy>::NAME}
     }
 
     fn hold(&self, value: TokenStream, class: &TokenStream, span: Span) -> TokenStream {

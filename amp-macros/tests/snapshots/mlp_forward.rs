@@ -39,17 +39,19 @@ fn forward(
                         .get()
                         .linear(__amp_a0.get(), __amp_a1.get());
                     __amp_frame
-                        .finish({
-                            const __AMP_SITE: ::amp::__private::Site = ::amp::__private::Site::new(
-                                "linear",
-                                true,
-                                <::amp::autocast::F16Policy as ::amp::autocast::Policy>::NAME,
-                                ::core::file!(),
-                                ::core::line!(),
-                                ::core::column!(),
-                            );
-                            &__AMP_SITE
-                        });
+                        .finish(
+                            {
+                                const __AMP_SITE: ::amp::__private::Site = ::amp::__private::Site::new(
+                                    "linear",
+                                    true,
+                                    ::core::file!(),
+                                    ::core::line!(),
+                                    ::core::column!(),
+                                );
+                                &__AMP_SITE
+                            },
+                            <::amp::autocast::F16Policy as ::amp::autocast::Policy>::NAME,
+                        );
                     __amp_out
                 }
             }?,
@@ -64,17 +66,19 @@ fn forward(
         (__amp_frame, __amp_recv) => {
             let __amp_out = __amp_recv.get().gelu();
             __amp_frame
-                .finish({
-                    const __AMP_SITE: ::amp::__private::Site = ::amp::__private::Site::new(
-                        "gelu",
-                        true,
-                        <::amp::autocast::F16Policy as ::amp::autocast::Policy>::NAME,
-                        ::core::file!(),
-                        ::core::line!(),
-                        ::core::column!(),
-                    );
-                    &__AMP_SITE
-                });
+                .finish(
+                    {
+                        const __AMP_SITE: ::amp::__private::Site = ::amp::__private::Site::new(
+                            "gelu",
+                            true,
+                            ::core::file!(),
+                            ::core::line!(),
+                            ::core::column!(),
+                        );
+                        &__AMP_SITE
+                    },
+                    <::amp::autocast::F16Policy as ::amp::autocast::Policy>::NAME,
+                );
             __amp_out
         }
     };
@@ -98,17 +102,19 @@ fn forward(
         (__amp_frame, __amp_recv, __amp_a0) => {
             let __amp_out = __amp_recv.get().matmul(__amp_a0.get());
             __amp_frame
-                .finish({
-                    const __AMP_SITE: ::amp::__private::Site = ::amp::__private::Site::new(
-                        "matmul",
-                        true,
-                        <::amp::autocast::F16Policy as ::amp::autocast::Policy>::NAME,
-                        ::core::file!(),
-                        ::core::line!(),
-                        ::core::column!(),
-                    );
-                    &__AMP_SITE
-                });
+                .finish(
+                    {
+                        const __AMP_SITE: ::amp::__private::Site = ::amp::__private::Site::new(
+                            "matmul",
+                            true,
+                            ::core::file!(),
+                            ::core::line!(),
+                            ::core::column!(),
+                        );
+                        &__AMP_SITE
+                    },
+                    <::amp::autocast::F16Policy as ::amp::autocast::Policy>::NAME,
+                );
             __amp_out
         }
     }?;
@@ -116,17 +122,19 @@ fn forward(
         (__amp_b, __amp_frame) => {
             let __amp_out = (&&__amp_b).__amp_add();
             __amp_frame
-                .finish({
-                    const __AMP_SITE: ::amp::__private::Site = ::amp::__private::Site::new(
-                        "add",
-                        true,
-                        <::amp::autocast::F16Policy as ::amp::autocast::Policy>::NAME,
-                        ::core::file!(),
-                        ::core::line!(),
-                        ::core::column!(),
-                    );
-                    &__AMP_SITE
-                });
+                .finish(
+                    {
+                        const __AMP_SITE: ::amp::__private::Site = ::amp::__private::Site::new(
+                            "add",
+                            true,
+                            ::core::file!(),
+                            ::core::line!(),
+                            ::core::column!(),
+                        );
+                        &__AMP_SITE
+                    },
+                    <::amp::autocast::F16Policy as ::amp::autocast::Policy>::NAME,
+                );
             __amp_out
         }
     })? * 0.5;
@@ -144,17 +152,19 @@ fn forward(
         (__amp_frame, __amp_recv, __amp_a0) => {
             let __amp_out = __amp_recv.get().log_softmax(__amp_a0);
             __amp_frame
-                .finish({
-                    const __AMP_SITE: ::amp::__private::Site = ::amp::__private::Site::new(
-                        "log_softmax",
-                        true,
-                        <::amp::autocast::F16Policy as ::amp::autocast::Policy>::NAME,
-                        ::core::file!(),
-                        ::core::line!(),
-                        ::core::column!(),
-                    );
-                    &__AMP_SITE
-                });
+                .finish(
+                    {
+                        const __AMP_SITE: ::amp::__private::Site = ::amp::__private::Site::new(
+                            "log_softmax",
+                            true,
+                            ::core::file!(),
+                            ::core::line!(),
+                            ::core::column!(),
+                        );
+                        &__AMP_SITE
+                    },
+                    <::amp::autocast::F16Policy as ::amp::autocast::Policy>::NAME,
+                );
             __amp_out
         }
     }

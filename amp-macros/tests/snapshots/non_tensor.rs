@@ -20,17 +20,19 @@ fn count(v: &[f32]) -> f32 {
                         (__amp_frame, __amp_recv) => {
                             let __amp_out = __amp_recv.get().sum::<f32>();
                             __amp_frame
-                                .finish({
-                                    const __AMP_SITE: ::amp::__private::Site = ::amp::__private::Site::new(
-                                        "sum",
-                                        true,
-                                        <::amp::autocast::F32Policy as ::amp::autocast::Policy>::NAME,
-                                        ::core::file!(),
-                                        ::core::line!(),
-                                        ::core::column!(),
-                                    );
-                                    &__AMP_SITE
-                                });
+                                .finish(
+                                    {
+                                        const __AMP_SITE: ::amp::__private::Site = ::amp::__private::Site::new(
+                                            "sum",
+                                            true,
+                                            ::core::file!(),
+                                            ::core::line!(),
+                                            ::core::column!(),
+                                        );
+                                        &__AMP_SITE
+                                    },
+                                    <::amp::autocast::F32Policy as ::amp::autocast::Policy>::NAME,
+                                );
                             __amp_out
                         }
                     },
@@ -41,17 +43,19 @@ fn count(v: &[f32]) -> f32 {
                 (__amp_b, __amp_frame) => {
                     let __amp_out = (&&__amp_b).__amp_div();
                     __amp_frame
-                        .finish({
-                            const __AMP_SITE: ::amp::__private::Site = ::amp::__private::Site::new(
-                                "div",
-                                true,
-                                <::amp::autocast::F32Policy as ::amp::autocast::Policy>::NAME,
-                                ::core::file!(),
-                                ::core::line!(),
-                                ::core::column!(),
-                            );
-                            &__AMP_SITE
-                        });
+                        .finish(
+                            {
+                                const __AMP_SITE: ::amp::__private::Site = ::amp::__private::Site::new(
+                                    "div",
+                                    true,
+                                    ::core::file!(),
+                                    ::core::line!(),
+                                    ::core::column!(),
+                                );
+                                &__AMP_SITE
+                            },
+                            <::amp::autocast::F32Policy as ::amp::autocast::Policy>::NAME,
+                        );
                     __amp_out
                 }
             },
@@ -62,17 +66,19 @@ fn count(v: &[f32]) -> f32 {
         (__amp_b, __amp_frame) => {
             let __amp_out = (&&__amp_b).__amp_add();
             __amp_frame
-                .finish({
-                    const __AMP_SITE: ::amp::__private::Site = ::amp::__private::Site::new(
-                        "add",
-                        true,
-                        <::amp::autocast::F32Policy as ::amp::autocast::Policy>::NAME,
-                        ::core::file!(),
-                        ::core::line!(),
-                        ::core::column!(),
-                    );
-                    &__AMP_SITE
-                });
+                .finish(
+                    {
+                        const __AMP_SITE: ::amp::__private::Site = ::amp::__private::Site::new(
+                            "add",
+                            true,
+                            ::core::file!(),
+                            ::core::line!(),
+                            ::core::column!(),
+                        );
+                        &__AMP_SITE
+                    },
+                    <::amp::autocast::F32Policy as ::amp::autocast::Policy>::NAME,
+                );
             __amp_out
         }
     }

@@ -14,17 +14,19 @@ fn mix(a: &Tensor<F16>, b: &Tensor<F32>) -> amp::Result<Tensor<F32>> {
                 )
             };
             __amp_frame
-                .finish({
-                    const __AMP_SITE: ::amp::__private::Site = ::amp::__private::Site::new(
-                        "cat",
-                        true,
-                        <::amp::autocast::BF16Policy as ::amp::autocast::Policy>::NAME,
-                        ::core::file!(),
-                        ::core::line!(),
-                        ::core::column!(),
-                    );
-                    &__AMP_SITE
-                });
+                .finish(
+                    {
+                        const __AMP_SITE: ::amp::__private::Site = ::amp::__private::Site::new(
+                            "cat",
+                            true,
+                            ::core::file!(),
+                            ::core::line!(),
+                            ::core::column!(),
+                        );
+                        &__AMP_SITE
+                    },
+                    <::amp::autocast::BF16Policy as ::amp::autocast::Policy>::NAME,
+                );
             __amp_out
         }
     }?;
@@ -36,17 +38,19 @@ fn mix(a: &Tensor<F16>, b: &Tensor<F32>) -> amp::Result<Tensor<F32>> {
         (__amp_frame, __amp_recv) => {
             let __amp_out = amp::ops::gelu(__amp_recv.get());
             __amp_frame
-                .finish({
-                    const __AMP_SITE: ::amp::__private::Site = ::amp::__private::Site::new(
-                        "gelu",
-                        true,
-                        <::amp::autocast::BF16Policy as ::amp::autocast::Policy>::NAME,
-                        ::core::file!(),
-                        ::core::line!(),
-                        ::core::column!(),
-                    );
-                    &__AMP_SITE
-                });
+                .finish(
+                    {
+                        const __AMP_SITE: ::amp::__private::Site = ::amp::__private::Site::new(
+                            "gelu",
+                            true,
+                            ::core::file!(),
+                            ::core::line!(),
+                            ::core::column!(),
+                        );
+                        &__AMP_SITE
+                    },
+                    <::amp::autocast::BF16Policy as ::amp::autocast::Policy>::NAME,
+                );
             __amp_out
         }
     };
@@ -64,17 +68,19 @@ fn mix(a: &Tensor<F16>, b: &Tensor<F32>) -> amp::Result<Tensor<F32>> {
         (__amp_frame, __amp_recv, __amp_a0) => {
             let __amp_out = amp::ops::softmax(__amp_recv.get(), __amp_a0);
             __amp_frame
-                .finish({
-                    const __AMP_SITE: ::amp::__private::Site = ::amp::__private::Site::new(
-                        "softmax",
-                        true,
-                        <::amp::autocast::BF16Policy as ::amp::autocast::Policy>::NAME,
-                        ::core::file!(),
-                        ::core::line!(),
-                        ::core::column!(),
-                    );
-                    &__AMP_SITE
-                });
+                .finish(
+                    {
+                        const __AMP_SITE: ::amp::__private::Site = ::amp::__private::Site::new(
+                            "softmax",
+                            true,
+                            ::core::file!(),
+                            ::core::line!(),
+                            ::core::column!(),
+                        );
+                        &__AMP_SITE
+                    },
+                    <::amp::autocast::BF16Policy as ::amp::autocast::Policy>::NAME,
+                );
             __amp_out
         }
     }

@@ -14,9 +14,10 @@ mod policy;
 #[doc(hidden)]
 pub mod private;
 
+pub use crate::ops::DefaultRules;
 pub use cache::{CastCounts, cast_counts};
 pub use plan::{OpRecord, PrecisionPlan, Site, record};
 pub use policy::{
-    BF16Policy, CastClass, Decide, F16Policy, F32Policy, Full, Keep, Lower, OpKind, Permitted,
-    Policy, Promote, Refused, Target, Widest,
+    BF16Policy, CastClass, Decide, F16Policy, F32Policy, Full, Keep, LowPrecision, Lower, OpKind,
+    Permitted, Policy, Promote, Refused, Target, Widest,
 };

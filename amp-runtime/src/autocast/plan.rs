@@ -13,7 +13,8 @@ use crate::precision::DType;
 pub struct Site {
     /// The op's name.
     pub op: &'static str,
-    /// The policy's name.
+    /// The policy's name (filled in when the call runs, so that a function
+    /// generic over its policy can still build its sites as constants).
     pub policy: &'static str,
     /// Source file of the call.
     pub file: &'static str,
@@ -31,14 +32,13 @@ impl Site {
     pub const fn new(
         op: &'static str,
         tensor_out: bool,
-        policy: &'static str,
         file: &'static str,
         line: u32,
         column: u32,
     ) -> Self {
         Site {
             op,
-            policy,
+            policy: "",
             file,
             line,
             column,
@@ -206,7 +206,7 @@ impl Frame {
     /// that cast nothing (non-tensor code) leave no record. Every amp op
     /// returns its result in the precision it ran in.
     #[inline(always)]
-    pub fn finish(self, site: &'static Site) {
+    pub fn finish(self, site: &'static Site, policy: &'static str) {
         if self.0 == OFF || !ON.with(Cell::get) {
             return;
         }
@@ -218,7 +218,7 @@ impl Frame {
             let inputs: Vec<(DType, DType)> = r.pending.drain(self.0..).collect();
             let output = site.tensor_out.then(|| inputs[0].1);
             r.plan.records.push(OpRecord {
-                site: *site,
+                site: Site { policy, ..*site },
                 inputs: inputs.iter().map(|p| p.0).collect(),
                 ran_in: inputs.iter().map(|p| p.1).collect(),
                 output,

@@ -90,7 +90,7 @@ impl Permitted<F32> for Refused {}
 )]
 pub trait Policy: Copy + Default + Send + Sync + 'static {
     /// The precision matmul-like ops run in.
-    type Low: Precision;
+    type Low: LowPrecision;
     /// The policy's name in precision plans.
     const NAME: &'static str;
 }
@@ -98,7 +98,7 @@ pub trait Policy: Copy + Default + Send + Sync + 'static {
 /// The rule policy `Self` applies to op `O`.
 #[diagnostic::on_unimplemented(
     message = "the policy `{Self}` does not decide op `{O}`",
-    note = "policies declared with `#[amp::policy]` decide every op in `amp::ops::TABLE`"
+    note = "a policy is `f16`, `bf16`, `f32`, or a unit struct declared with `#[amp::policy(low = .., overrides(..))]`, which decides every op in `amp::ops::TABLE`"
 )]
 pub trait Decide<O: OpKind>: Policy {
     /// The rule.
@@ -158,6 +158,14 @@ macro_rules! widest {
         }
     )*};
 }
+
+/// A precision a policy may lower to. Its promotion facts are part of the
+/// bound, so code generic over a policy can promote `Tensor<Pol::Low>` with
+/// itself and with `Tensor<F32>` (low operand on the left).
+pub trait LowPrecision: Precision + Widest<F32, Out = F32> + Widest<Self, Out = Self> {}
+impl LowPrecision for F32 {}
+impl LowPrecision for F16 {}
+impl LowPrecision for BF16 {}
 
 widest! {
     F32, F32 => F32;

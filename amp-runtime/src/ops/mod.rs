@@ -85,6 +85,24 @@ macro_rules! op_table {
             $(OpInfo { name: stringify!($name), class: OpClass::$class, autocast: AutocastRule::$rule },)*
         ];
 
+        /// A policy that applies every op's default rule (all built-in
+        /// policies do). Bound a function's policy parameter by it to write
+        /// one forward pass for several policies:
+        /// `#[autocast(policy = Pol)] fn forward<Pol: DefaultRules>(..)`.
+        /// The bound tells the type checker each op's rule, so `matmul`'s
+        /// output is `Tensor<Pol::Low>` and `softmax`'s is `Tensor<F32>`.
+        pub trait DefaultRules:
+            crate::autocast::Policy
+            $(+ crate::autocast::Decide<kind::$name, Class = crate::autocast::$rule>)*
+        {
+        }
+
+        impl<T> DefaultRules for T where
+            T: crate::autocast::Policy
+            $(+ crate::autocast::Decide<kind::$name, Class = crate::autocast::$rule>)*
+        {
+        }
+
         /// One zero-sized type per op, naming it at the type level so a
         /// [`Policy`](crate::autocast::Policy) can decide its precision.
         #[allow(non_camel_case_types)]
