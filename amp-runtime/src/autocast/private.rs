@@ -89,19 +89,13 @@ pub trait CastTensor {
     fn __amp_hold<Pol: Policy, C: CastClass + Permitted<Pol::Low>>(&self) -> Self::Held<Pol, C>;
 }
 
-impl<P: Precision> CastTensor for &Arg<&Tensor<P>> {
-    type Held<Pol: Policy, C: CastClass> = Held<C::Target<Pol, P>>;
+// A borrowed tensor at any reference depth (`&x` where `x: &Tensor`, closure
+// parameters over `iter()` of references, ..).
+impl<T: TensorOperand> CastTensor for &Arg<&T> {
+    type Held<Pol: Policy, C: CastClass> = Held<C::Target<Pol, T::P>>;
     #[inline(always)]
     fn __amp_hold<Pol: Policy, C: CastClass + Permitted<Pol::Low>>(&self) -> Self::Held<Pol, C> {
-        Held(cast_input::<Pol, C, P>(self.take()))
-    }
-}
-
-impl<P: Precision> CastTensor for &Arg<&&Tensor<P>> {
-    type Held<Pol: Policy, C: CastClass> = Held<C::Target<Pol, P>>;
-    #[inline(always)]
-    fn __amp_hold<Pol: Policy, C: CastClass + Permitted<Pol::Low>>(&self) -> Self::Held<Pol, C> {
-        Held(cast_input::<Pol, C, P>(self.take()))
+        Held(cast_input::<Pol, C, T::P>(self.take().tensor()))
     }
 }
 
@@ -113,19 +107,11 @@ impl<P: Precision> CastTensor for &Arg<Tensor<P>> {
     }
 }
 
-impl<P: Precision> CastTensor for &Arg<Option<&Tensor<P>>> {
-    type Held<Pol: Policy, C: CastClass> = HeldOpt<C::Target<Pol, P>>;
+impl<T: TensorOperand> CastTensor for &Arg<Option<&T>> {
+    type Held<Pol: Policy, C: CastClass> = HeldOpt<C::Target<Pol, T::P>>;
     #[inline(always)]
     fn __amp_hold<Pol: Policy, C: CastClass + Permitted<Pol::Low>>(&self) -> Self::Held<Pol, C> {
-        HeldOpt(self.take().map(cast_input::<Pol, C, P>))
-    }
-}
-
-impl<P: Precision> CastTensor for &Arg<Option<&&Tensor<P>>> {
-    type Held<Pol: Policy, C: CastClass> = HeldOpt<C::Target<Pol, P>>;
-    #[inline(always)]
-    fn __amp_hold<Pol: Policy, C: CastClass + Permitted<Pol::Low>>(&self) -> Self::Held<Pol, C> {
-        HeldOpt(self.take().map(|t| cast_input::<Pol, C, P>(t)))
+        HeldOpt(self.take().map(|t| cast_input::<Pol, C, T::P>(t.tensor())))
     }
 }
 
@@ -142,14 +128,6 @@ impl<T> PassThrough for Arg<T> {
     #[inline(always)]
     fn __amp_hold<Pol: Policy, C: CastClass>(&self) -> Pass<T> {
         Pass(self.take())
-    }
-}
-
-impl<P: Precision> CastTensor for &Arg<&&&Tensor<P>> {
-    type Held<Pol: Policy, C: CastClass> = Held<C::Target<Pol, P>>;
-    #[inline(always)]
-    fn __amp_hold<Pol: Policy, C: CastClass + Permitted<Pol::Low>>(&self) -> Self::Held<Pol, C> {
-        Held(cast_input::<Pol, C, P>(self.take()))
     }
 }
 
