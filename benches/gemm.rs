@@ -43,7 +43,7 @@ fn main() {
     );
     for n in SIZES {
         let flops = 2.0 * (n as f64).powi(3);
-        let gf = |p: &str| rec.median(&format!("{p}/{n}")).map(|t| flops / t / 1e9);
+        let gf = |p: &str| rec.best(&format!("{p}/{n}")).map(|t| flops / t / 1e9);
         let (f32_, f16_, bf16_) = (gf("F32"), gf("F16"), gf("BF16"));
         let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
         let ratio = |v: Option<f64>| match (v, f32_) {
