@@ -555,3 +555,29 @@ fn nested_autocast_functions_each_keep_their_own_policy() {
 fn caller_with_bf16_policy(x: &Tensor<F32>, w: &Tensor<F32>) -> amp::Result<Tensor<F32>> {
     outer(x, w)
 }
+
+/// Large casts run on rayon; a rayon worker that waits inside one may steal
+/// another autocast job on the same thread. The weight-cast cache must not be
+/// held across that wait (it would be borrowed twice and panic). A stress
+/// test: whether a worker steals at that moment depends on timing.
+#[test]
+fn autocast_jobs_inside_rayon_with_large_casts_do_not_reenter_the_cache() {
+    use rayon::prelude::*;
+
+    #[amp::autocast]
+    fn big(x: &Tensor<F32>, w: &Tensor<F32>) -> amp::Result<Tensor<F32>> {
+        // A 2048×512 input: its cast runs as 64 rayon chunks.
+        x.matmul(w)?.cast::<F32>().sum_dim(1, false)
+    }
+
+    let x = Tensor::<F32>::randn([2048, 512], 40);
+    let w = Tensor::<F32>::randn([512, 4], 41);
+    let expected = big(&x, &w).unwrap().to_vec();
+    let outs: Vec<Vec<f32>> = (0..64)
+        .into_par_iter()
+        .map(|_| big(&x, &w).unwrap().to_vec())
+        .collect();
+    for out in outs {
+        assert_eq!(out, expected);
+    }
+}

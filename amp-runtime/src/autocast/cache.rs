@@ -79,23 +79,33 @@ pub(crate) fn cast<P: Precision, Q: Precision>(t: &Tensor<P>) -> Tensor<Q> {
     }
     let core = t.core();
     let key: Key = (core.storage_ptr(), core.layout().clone(), Q::DTYPE);
+    let hit = CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        let cast = match c.entries.get(&key) {
+            Some((weak, cast)) if weak.upgrade().is_some() => Some(cast.clone()),
+            _ => None,
+        };
+        if cast.is_some() {
+            c.hits += 1;
+        } else {
+            // Forget casts of tensors that no longer exist.
+            c.entries.retain(|_, (weak, _)| weak.strong_count() > 0);
+        }
+        cast
+    });
+    if let Some(cast) = hit {
+        return Tensor::from_core(cast);
+    }
+    // Cast without holding the cache: a large cast runs on rayon, and a rayon
+    // worker waiting here may run another autocast job on this very thread.
+    let out = t.cast::<Q>();
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        if let Some((weak, cast)) = c.entries.get(&key)
-            && weak.upgrade().is_some()
-        {
-            let cast = cast.clone();
-            c.hits += 1;
-            return Tensor::from_core(cast);
-        }
-        // Forget casts of tensors that no longer exist.
-        c.entries.retain(|_, (weak, _)| weak.strong_count() > 0);
-        let out = t.cast::<Q>();
         c.casts += 1;
         c.entries
             .insert(key, (core.storage_weak(), out.core().clone()));
-        out
-    })
+    });
+    out
 }
 
 /// How many autocast casts this thread has made, and how many it served from
