@@ -5,10 +5,14 @@
 #![warn(missing_docs)]
 
 pub mod autocast;
+pub mod autograd;
+pub mod checkpoint;
 pub mod cpu;
 mod device;
 mod error;
+pub mod nn;
 pub mod ops;
+pub mod optim;
 mod precision;
 mod shape;
 mod storage;

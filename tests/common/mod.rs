@@ -10,6 +10,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub mod gradcheck;
+
 use amp::{DType, Precision, Tensor};
 
 // ---- seeds -----------------------------------------------------------------------

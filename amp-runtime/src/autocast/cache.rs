@@ -17,18 +17,26 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
+
+use crate::autograd::{GradNode, NodeId};
 
 use crate::precision::{DType, Precision};
 use crate::shape::Layout;
 use crate::storage::{Storage, TensorCore};
 use crate::tensor::Tensor;
 
-type Key = (*const Storage, Layout, DType);
+/// The graph identity is part of the key: a cast made of an untracked view of
+/// a parameter (under `no_grad`) must not be served to a tracked use of it, or
+/// the gradient would be lost (PyTorch #158232).
+type Key = (*const Storage, Layout, DType, Option<NodeId>);
+
+/// A cast, with the graph node that leads its gradient back to the source.
+type Entry = (Weak<Storage>, TensorCore, Option<Arc<GradNode>>);
 
 #[derive(Default)]
 struct Cache {
-    entries: HashMap<Key, (Weak<Storage>, TensorCore)>,
+    entries: HashMap<Key, Entry>,
     casts: usize,
     hits: usize,
 }
@@ -78,23 +86,30 @@ pub(crate) fn cast<P: Precision, Q: Precision>(t: &Tensor<P>) -> Tensor<Q> {
         });
     }
     let core = t.core();
-    let key: Key = (core.storage_ptr(), core.layout().clone(), Q::DTYPE);
+    let key: Key = (
+        core.storage_ptr(),
+        core.layout().clone(),
+        Q::DTYPE,
+        t.grad_id(),
+    );
     let hit = CACHE.with(|c| {
         let mut c = c.borrow_mut();
         let cast = match c.entries.get(&key) {
-            Some((weak, cast)) if weak.upgrade().is_some() => Some(cast.clone()),
+            Some((weak, cast, node)) if weak.upgrade().is_some() => {
+                Some((cast.clone(), node.clone()))
+            }
             _ => None,
         };
         if cast.is_some() {
             c.hits += 1;
         } else {
             // Forget casts of tensors that no longer exist.
-            c.entries.retain(|_, (weak, _)| weak.strong_count() > 0);
+            c.entries.retain(|_, (weak, _, _)| weak.strong_count() > 0);
         }
         cast
     });
-    if let Some(cast) = hit {
-        return Tensor::from_core(cast);
+    if let Some((cast, node)) = hit {
+        return Tensor::from_core(cast).with_node(node);
     }
     // Cast without holding the cache: a large cast runs on rayon, and a rayon
     // worker waiting here may run another autocast job on this very thread.
@@ -102,8 +117,10 @@ pub(crate) fn cast<P: Precision, Q: Precision>(t: &Tensor<P>) -> Tensor<Q> {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         c.casts += 1;
-        c.entries
-            .insert(key, (core.storage_weak(), out.core().clone()));
+        c.entries.insert(
+            key,
+            (core.storage_weak(), out.core().clone(), out.node().cloned()),
+        );
     });
     out
 }

@@ -51,7 +51,16 @@ impl<P: Precision> Tensor<P> {
     /// assert_eq!(y.to_f32_vec(), vec![2., 3., 4., 2., 3., 4.]);
     /// ```
     pub fn add<Q: Precision + SamePrecision<P>>(&self, rhs: &Tensor<Q>) -> Result<Self> {
-        self.zip_f32(rhs, "add", |a, b| a + b)
+        let out = self.zip_f32(rhs, "add", |a, b| a + b)?;
+        let (sa, sb) = (self.shape().clone(), rhs.shape().clone());
+        Ok(out.grad2("add", self, rhs, move |g, need| {
+            Ok((
+                need[0].then(|| g.sum_to(&sa)).transpose()?,
+                need[1]
+                    .then(|| g.sum_to(&sb).map(|g| g.cast()))
+                    .transpose()?,
+            ))
+        }))
     }
 
     /// Elementwise difference with broadcasting. Also `&a - &b`.
@@ -61,7 +70,16 @@ impl<P: Precision> Tensor<P> {
 
     /// Elementwise product with broadcasting. Also `&a * &b`.
     pub fn mul<Q: Precision + SamePrecision<P>>(&self, rhs: &Tensor<Q>) -> Result<Self> {
-        self.zip_f32(rhs, "mul", |a, b| a * b)
+        let out = self.zip_f32(rhs, "mul", |a, b| a * b)?;
+        let (a, b) = (self.detach(), rhs.detach().cast::<P>());
+        Ok(out.grad2("mul", self, rhs, move |g, need| {
+            Ok((
+                need[0].then(|| g.mul(&b)?.sum_to(a.shape())).transpose()?,
+                need[1]
+                    .then(|| g.mul(&a)?.sum_to(b.shape()).map(|g| g.cast()))
+                    .transpose()?,
+            ))
+        }))
     }
 
     /// Elementwise quotient with broadcasting. Also `&a / &b`.

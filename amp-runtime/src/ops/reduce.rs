@@ -118,7 +118,9 @@ impl<P: Precision> Tensor<P> {
         P: Wide,
     {
         let v = self.core().contiguous_f32();
-        Self::from_f32_values(vec![kernels::sum_accurate(&v)], ())
+        let out = Self::from_f32_values(vec![kernels::sum_accurate(&v)], ());
+        let shape = self.shape().clone();
+        out.grad1("sum", self, move |g| g.broadcast_to(shape.clone()))
     }
 
     /// Sum along `dim`.

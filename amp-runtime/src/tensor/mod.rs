@@ -5,12 +5,14 @@ mod view;
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
 pub use indices::Indices;
 
+use crate::autograd::GradNode;
 use crate::cpu::Element;
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -40,12 +42,18 @@ use crate::storage::{Storage, TensorCore};
 /// ```
 pub struct Tensor<P: Precision> {
     core: TensorCore,
+    /// The graph node gradients flow through; `None` when untracked.
+    node: Option<Arc<GradNode>>,
     _precision: PhantomData<P>,
 }
 
 impl<P: Precision> Clone for Tensor<P> {
     fn clone(&self) -> Self {
-        Tensor::from_core(self.core.clone())
+        Tensor {
+            core: self.core.clone(),
+            node: self.node.clone(),
+            _precision: PhantomData,
+        }
     }
 }
 
@@ -55,8 +63,25 @@ impl<P: Precision> Tensor<P> {
         debug_assert_eq!(core.dtype(), P::DTYPE);
         Tensor {
             core,
+            node: None,
             _precision: PhantomData,
         }
+    }
+
+    /// The graph node, if tracked.
+    pub(crate) fn node(&self) -> Option<&Arc<GradNode>> {
+        self.node.as_ref()
+    }
+
+    /// The same tensor with another graph node.
+    pub(crate) fn with_node(mut self, node: Option<Arc<GradNode>>) -> Self {
+        self.node = node;
+        self
+    }
+
+    /// The core, dropping the graph node.
+    pub(crate) fn into_core(self) -> TensorCore {
+        self.core
     }
 
     /// Build from f32 values computed by a kernel, rounding once to `P`.
@@ -288,14 +313,15 @@ impl<P: Precision> Tensor<P> {
     /// ```
     pub fn cast<Q: Precision>(&self) -> Tensor<Q> {
         if P::DTYPE == Q::DTYPE {
-            return Tensor::from_core(self.core.clone());
+            return Tensor::from_core(self.core.clone()).with_node(self.node.clone());
         }
-        Tensor::from_core(self.core.cast(Q::DTYPE))
+        // The gradient goes back the way the value came: cast to `P`.
+        Tensor::<Q>::from_core(self.core.cast(Q::DTYPE)).grad1("cast", self, |g| Ok(g.cast::<P>()))
     }
 
     /// A contiguous tensor with the same values (`self` if already contiguous).
     pub fn contiguous(&self) -> Self {
-        Tensor::from_core(self.core.contiguous())
+        Tensor::from_core(self.core.contiguous()).with_node(self.node.clone())
     }
 
     /// Whether two tensors share storage (e.g. a free cast or a view).
