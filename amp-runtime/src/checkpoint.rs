@@ -59,7 +59,7 @@ impl StateDict {
                 "StateDict::get",
                 shape,
                 core.shape(),
-                &format!(
+                format!(
                     "`{name}` in the checkpoint has another shape than the model's; was it saved from another model configuration?"
                 ),
             ));
