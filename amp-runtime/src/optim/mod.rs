@@ -1,1 +1,5 @@
-//! Optimizers, master weights and the GradScaler.
+//! Optimizers, F32 master weights and the GradScaler.
+
+mod optimizer;
+
+pub use optimizer::{Optimizer, UnscaledGradients};
