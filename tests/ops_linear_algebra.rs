@@ -310,6 +310,7 @@ fn conv2d<P: Precision>() {
             stride: *stride,
             padding: *padding,
             dilation: *dilation,
+            groups: 1,
         };
         let what = format!("conv2d {xd:?} * {wd:?} {opts:?}");
         let y = x.conv2d(&w, None, opts).unwrap();

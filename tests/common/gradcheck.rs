@@ -31,12 +31,11 @@ fn project<P: Precision>(out: &Tensor<P>, r: &Tensor<F32>) -> Result<Tensor<F32>
     Ok(out.cast::<F32>().mul(r)?.sum())
 }
 
+/// A function under test, at precision `P`.
+type OpFn<'a, P> = dyn Fn(&[Tensor<P>]) -> Result<Tensor<P>> + 'a;
+
 /// Analytic gradients of `Σ f(xs) ⊙ r` with respect to every input, in F32.
-fn analytic<P: Precision>(
-    inputs: &[Tensor<F32>],
-    f: &dyn Fn(&[Tensor<P>]) -> Result<Tensor<P>>,
-    seed: u64,
-) -> Vec<Vec<f32>> {
+fn analytic<P: Precision>(inputs: &[Tensor<F32>], f: &OpFn<'_, P>, seed: u64) -> Vec<Vec<f32>> {
     let leaves: Vec<Tensor<P>> = inputs
         .iter()
         .map(|x| x.cast::<P>().detach().requires_grad())

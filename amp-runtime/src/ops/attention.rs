@@ -5,6 +5,7 @@
 use crate::cpu::kernels;
 use crate::error::{Error, Result};
 use crate::precision::{F32, Precision, SamePrecision};
+use crate::shape::Shape;
 use crate::tensor::Tensor;
 
 /// Options of [`Tensor::scaled_dot_product_attention`].
@@ -20,6 +21,10 @@ pub struct AttentionOptions {
 impl<P: Precision> Tensor<P> {
     /// `softmax(q·kᵀ · scale [+ causal mask]) · v` for `q: [.., L, E]`,
     /// `k: [.., S, E]`, `v: [.., S, Ev]`, batch dims broadcasting.
+    ///
+    /// Differentiable in q, k and v. Like fused attention kernels, the backward
+    /// recomputes the probabilities (in f32) instead of keeping the `L × S`
+    /// matrix of every head alive between forward and backward.
     ///
     /// ```
     /// use amp::{AttentionOptions, Tensor, F16};
@@ -55,7 +60,7 @@ impl<P: Precision> Tensor<P> {
                 ),
             ));
         }
-        let (l, e) = (q.dims()[q.rank() - 2], q.dims()[q.rank() - 1]);
+        let e = q.dims()[q.rank() - 1];
         let (s, ek) = (k.dims()[k.rank() - 2], k.dims()[k.rank() - 1]);
         let sv = v.dims()[v.rank() - 2];
         if e != ek {
@@ -75,26 +80,101 @@ impl<P: Precision> Tensor<P> {
             ));
         }
         let scale = opts.scale.unwrap_or(1.0 / (e as f32).sqrt());
-        let (mut scores, shape) = q.matmul_f32(&k.t()?)?;
+        let probs = probabilities(q, k, opts.causal, scale)?;
+        let (out, shape) = probs.matmul_f32(v)?;
+        let out = Self::from_f32_values(out, shape);
+        // `Q` is `P`, so these casts are free and keep the graph nodes.
+        let (k, v) = (k.cast::<P>(), v.cast::<P>());
+        let saved = [q.detach(), k.detach(), v.detach()];
+        Ok(out.grad_n(
+            "scaled_dot_product_attention",
+            &[q, &k, &v],
+            move |g, need| attention_backward(&saved, g, need, opts.causal, scale),
+        ))
+    }
+}
+
+/// `softmax(q·kᵀ · scale [+ causal mask])` in f32, `[batch.., L, S]`.
+fn probabilities<P: Precision, Q: Precision>(
+    q: &Tensor<P>,
+    k: &Tensor<Q>,
+    causal: bool,
+    scale: f32,
+) -> Result<Tensor<F32>> {
+    let (l, s) = (q.dims()[q.rank() - 2], k.dims()[k.rank() - 2]);
+    let (mut scores, shape) = q.matmul_f32(&k.detach().t()?)?;
+    if s > 0 {
+        for (r, row) in scores.chunks_mut(s).enumerate() {
+            let i = r % l.max(1);
+            for (j, x) in row.iter_mut().enumerate() {
+                *x = if causal && j > i {
+                    f32::NEG_INFINITY
+                } else {
+                    *x * scale
+                };
+            }
+        }
+    }
+    let probs = if s == 0 {
+        scores
+    } else {
+        kernels::rows(&scores, s, s, super::softmax::softmax_row)
+    };
+    Ok(Tensor::from_f32_values(probs, shape))
+}
+
+/// Gradients of attention with respect to q, k and v. The probabilities `p`
+/// are recomputed in f32 rather than kept from the forward (their memory is
+/// `L × S` per head), and everything stays in f32 until each gradient is
+/// rounded once:
+///
+/// `dV = pᵀ·dO`, `dP = dO·Vᵀ`, `dS = p ⊙ (dP − rowsum(dP ⊙ p)) · scale`,
+/// `dQ = dS·K`, `dK = dSᵀ·Q`, each summed over the batch dims its input was
+/// broadcast along. Masked positions have `p = 0`, so they get no gradient.
+fn attention_backward<P: Precision>(
+    [q, k, v]: &[Tensor<P>; 3],
+    g: &Tensor<P>,
+    need: &[bool],
+    causal: bool,
+    scale: f32,
+) -> Result<Vec<Option<Tensor<P>>>> {
+    let p = probabilities(q, k, causal, scale)?;
+    let dv = need[2]
+        .then(|| product_to(&p.t()?, g, v.shape()))
+        .transpose()?;
+    let (mut dq, mut dk) = (None, None);
+    if need[0] || need[1] {
+        let dp = product_to(g, &v.t()?, p.shape())?;
+        let (dp, probs) = (dp.core().contiguous_f32(), p.core().contiguous_f32());
+        let s = p.dims()[p.rank() - 1];
+        let mut ds = vec![0f32; probs.len()];
         if s > 0 {
-            for (r, row) in scores.chunks_mut(s).enumerate() {
-                let i = r % l.max(1);
-                for (j, x) in row.iter_mut().enumerate() {
-                    *x = if opts.causal && j > i {
-                        f32::NEG_INFINITY
-                    } else {
-                        *x * scale
-                    };
+            let rows = ds.chunks_mut(s).zip(probs.chunks(s)).zip(dp.chunks(s));
+            for ((ds, p), dp) in rows {
+                let dot: f32 = p.iter().zip(dp).map(|(p, dp)| p * dp).sum();
+                for ((d, &p), &dp) in ds.iter_mut().zip(p).zip(dp) {
+                    *d = p * (dp - dot) * scale;
                 }
             }
         }
-        let probs = if s == 0 {
-            scores
-        } else {
-            kernels::rows(&scores, s, s, super::softmax::softmax_row)
-        };
-        let probs = Tensor::<F32>::from_f32_values(probs, shape);
-        let (out, shape) = probs.matmul_f32(&v.cast::<F32>())?;
-        Ok(Self::from_f32_values(out, shape))
+        let ds = Tensor::<F32>::from_f32_values(ds, p.shape().clone());
+        dq = need[0].then(|| product_to(&ds, k, q.shape())).transpose()?;
+        dk = need[1]
+            .then(|| product_to(&ds.t()?, q, k.shape()))
+            .transpose()?;
     }
+    Ok([dq, dk, dv]
+        .into_iter()
+        .map(|g| g.map(|g| g.cast::<P>()))
+        .collect())
+}
+
+/// The f32 product `x·y` summed down to `shape` over broadcast batch dims.
+fn product_to<A: Precision, B: Precision>(
+    x: &Tensor<A>,
+    y: &Tensor<B>,
+    shape: &Shape,
+) -> Result<Tensor<F32>> {
+    let (values, full) = x.matmul_f32(y)?;
+    Tensor::<F32>::from_f32_values(values, full).sum_to(shape)
 }

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use crate::cpu::Element;
 use crate::cpu::gemm::{self, Operand};
 use crate::error::{Error, Result};
-use crate::precision::{Precision, SamePrecision};
+use crate::precision::{F32, Precision, SamePrecision};
 use crate::shape::{Layout, Shape};
 use crate::tensor::Tensor;
 
@@ -17,6 +17,10 @@ impl<P: Precision> Tensor<P> {
     /// Matrix product with PyTorch's `matmul` rules: the last two dims multiply,
     /// leading (batch) dims broadcast, a 1-D left operand is a row vector and a
     /// 1-D right operand a column vector (their dim is removed from the result).
+    ///
+    /// Differentiable in both operands: `∂a = g·bᵀ`, `∂b = aᵀ·g`, summed over
+    /// the batch dims each operand was broadcast along, computed in `P` with
+    /// f32 accumulation (so F16 operands get F16 gradients, as in PyTorch).
     ///
     /// ```
     /// use amp::{Tensor, BF16};
@@ -26,10 +30,23 @@ impl<P: Precision> Tensor<P> {
     /// let c = a.matmul(&b)?;
     /// assert_eq!(c.dims(), &[8, 2, 4]);
     /// assert_eq!(c.to_f32_vec()[0], 3.0);
+    ///
+    /// // The shared right operand's gradient sums over the batch.
+    /// let w = b.requires_grad();
+    /// let loss = a.matmul(&w)?.cast::<amp::F32>().sum();
+    /// let g = loss.backward()?.get(&w).unwrap();
+    /// assert_eq!(g.dims(), &[3, 4]);
+    /// assert_eq!(g.to_f32_vec()[0], 16.0); // 8 batches · 2 rows of ones
     /// # Ok(()) }
     /// ```
     pub fn matmul<Q: Precision + SamePrecision<P>>(&self, rhs: &Tensor<Q>) -> Result<Self> {
-        self.matmul_with(rhs, &|_| {})
+        let out = self.matmul_with(rhs, &|_| {})?;
+        // `Q` is `P` (SamePrecision), so this cast is free and keeps the node.
+        let (a, b) = (self.detach(), rhs.detach().cast::<P>());
+        Ok(out.grad2("matmul", self, rhs, move |g, need| {
+            let (ga, gb) = matmul_backward(&a, &b, g, need)?;
+            Ok((ga, gb.map(|g| g.cast::<Q>())))
+        }))
     }
 
     /// The product with `epilogue` applied to whole f32 output rows before the
@@ -87,6 +104,8 @@ impl<P: Precision> Tensor<P> {
 
     /// `x · Wᵀ + b` for `x: [.., in]`, `weight: [out, in]`, `bias: [out]`, like
     /// `torch.nn.functional.linear`. The transpose is a free view.
+    /// Differentiable in all three; the weight's and the bias's gradients sum
+    /// over every leading dim of `x`.
     ///
     /// ```
     /// use amp::{Tensor, F16};
@@ -136,8 +155,8 @@ impl<P: Precision> Tensor<P> {
                 format!("bias must be [out_features] = [{out_features}]"),
             ));
         }
-        let wt = weight.t()?;
-        match bias {
+        let wt = weight.detach().t()?;
+        let out = match bias {
             // Bias joins the f32 accumulator, so the output is rounded once.
             Some(b) if out_features > 0 => {
                 let b = b.core().contiguous_f32();
@@ -145,11 +164,101 @@ impl<P: Precision> Tensor<P> {
                     for row in rows.chunks_mut(out_features) {
                         row.iter_mut().zip(b.iter()).for_each(|(y, b)| *y += b);
                     }
-                })
+                })?
             }
-            _ => self.matmul_with(&wt, &|_| {}),
-        }
+            _ => self.matmul_with(&wt, &|_| {})?,
+        };
+        // `Q` is `P`, so these casts are free and keep the graph nodes.
+        let (weight, bias) = (weight.cast::<P>(), bias.map(Tensor::cast::<P>));
+        let mut inputs = vec![self, &weight];
+        inputs.extend(bias.as_ref());
+        let (x, w) = (self.detach(), weight.detach());
+        Ok(out.grad_n("linear", &inputs, move |g, need| {
+            let dx = need[0].then(|| g.matmul(&w)).transpose()?;
+            let dw = need[1]
+                .then(|| {
+                    // Σ over every leading dim of gᵀ·x, as one product of the
+                    // flattened rows.
+                    let n: usize = x.dims()[..x.rank() - 1].iter().product();
+                    let gf = g.reshape([n, w.dims()[0]])?;
+                    let xf = x.reshape([n, w.dims()[1]])?;
+                    gf.t()?.matmul(&xf)
+                })
+                .transpose()?;
+            let mut grads = vec![dx, dw];
+            if need.len() > 2 {
+                let db = need[2]
+                    .then(|| g.sum_to(&Shape::from(vec![w.dims()[0]])))
+                    .transpose()?;
+                grads.push(db);
+            }
+            Ok(grads)
+        }))
     }
+}
+
+/// The gradients of a product's two operands (`None` where not needed).
+type GradPair<P> = (Option<Tensor<P>>, Option<Tensor<P>>);
+
+/// Gradients of `c = a.matmul(b)` (any of its shape forms) from `c`'s gradient
+/// `g`: `ga = g·bᵀ`, `gb = aᵀ·g`, each summed over the batch dims its operand
+/// was broadcast along. Products run in `P` with f32 accumulation.
+fn matmul_backward<P: Precision>(
+    a: &Tensor<P>,
+    b: &Tensor<P>,
+    g: &Tensor<P>,
+    need: [bool; 2],
+) -> Result<GradPair<P>> {
+    // Promote 1-D operands like the forward, and put their dropped dims back
+    // into the gradient: g becomes [batch.., m, n].
+    let a2 = if a.rank() == 1 {
+        a.unsqueeze(0)?
+    } else {
+        a.clone()
+    };
+    let b2 = if b.rank() == 1 {
+        b.unsqueeze(1)?
+    } else {
+        b.clone()
+    };
+    let mut g2 = g.clone();
+    if b.rank() == 1 {
+        g2 = g2.unsqueeze(g2.rank())?;
+    }
+    if a.rank() == 1 {
+        g2 = g2.unsqueeze(g2.rank() - 1)?;
+    }
+    let ga = need[0]
+        .then(|| product_to(&g2, &b2.t()?, a2.shape())?.reshape(a.shape().clone()))
+        .transpose()?;
+    let gb = need[1]
+        .then(|| {
+            if b2.rank() == 2 && a2.rank() > 2 {
+                // A matrix applied to a batch (a linear layer): the batch sum
+                // folds into one product of the flattened rows.
+                let (r, k) = (a2.rank(), a2.dims()[a2.rank() - 1]);
+                let rows: usize = a2.dims()[..r - 1].iter().product();
+                let af = a2.reshape([rows, k])?;
+                let gf = g2.reshape([rows, g2.dims()[r - 1]])?;
+                af.t()?.matmul(&gf)?.reshape(b.shape().clone())
+            } else {
+                product_to(&a2.t()?, &g2, b2.shape())?.reshape(b.shape().clone())
+            }
+        })
+        .transpose()?;
+    Ok((ga, gb))
+}
+
+/// `x.matmul(y)` summed down to `shape` over broadcast batch dims. When a sum
+/// is needed it runs on the unrounded f32 products, so the result is rounded
+/// once.
+fn product_to<P: Precision>(x: &Tensor<P>, y: &Tensor<P>, shape: &Shape) -> Result<Tensor<P>> {
+    let plan = Plan::new(x, y)?;
+    if &plan.out_shape == shape {
+        return x.matmul(y);
+    }
+    let full = Tensor::<F32>::from_f32_values(plan.product_f32(), plan.out_shape.clone());
+    Ok(full.sum_to(shape)?.cast::<P>())
 }
 
 /// A GEMM operand read through a matrix layout's last two strides.
@@ -214,15 +323,16 @@ impl<P: Precision, Q: Precision> Plan<P, Q> {
             ));
         }
         // Promote 1-D operands to matrices, remembering which dims to drop.
+        // Detached: these views are internal and must not enter the graph.
         let (l, drop_m) = if lhs.rank() == 1 {
-            (lhs.unsqueeze(0)?, true)
+            (lhs.detach().unsqueeze(0)?, true)
         } else {
-            (lhs.clone(), false)
+            (lhs.detach(), false)
         };
         let (r, drop_n) = if rhs.rank() == 1 {
-            (rhs.unsqueeze(1)?, true)
+            (rhs.detach().unsqueeze(1)?, true)
         } else {
-            (rhs.clone(), false)
+            (rhs.detach(), false)
         };
         let (m, k) = (l.dims()[l.rank() - 2], l.dims()[l.rank() - 1]);
         let (k2, n) = (r.dims()[r.rank() - 2], r.dims()[r.rank() - 1]);

@@ -1,9 +1,26 @@
 //! Shape and layout ops: views that share storage (reshape of contiguous data,
 //! transpose, permute, narrow, broadcast) and the copies that join tensors.
+//!
+//! All of them are differentiable: a view's gradient is the inverse view of
+//! the output's gradient (a permutation undone, a narrow padded back with
+//! zeros, a broadcast summed back), and a join's gradient is split back into
+//! its parts. A leaf used through several views gets the sum.
+//!
+//! ```
+//! use amp::{Tensor, F32};
+//! # fn main() -> amp::Result<()> {
+//! let x = Tensor::<F32>::from_f32(&[1., 2., 3., 4.], [2, 2])?.requires_grad();
+//! // Σ xᵀ[0] + Σ x[1]: the two views pick x[0][0], x[1][0] and x[1][0], x[1][1].
+//! let loss = x.t()?.select(0, 0)?.sum().add(&x.select(0, 1)?.sum())?;
+//! let g = loss.backward()?.get(&x).unwrap();
+//! assert_eq!(g.to_vec(), vec![1., 0., 2., 1.]);
+//! # Ok(()) }
+//! ```
 
 use std::ops::{Bound, RangeBounds};
 
 use super::Tensor;
+use crate::cpu::Element;
 use crate::error::{Error, Result};
 use crate::precision::Precision;
 use crate::shape::{Dim, Layout, Shape};
@@ -40,7 +57,10 @@ impl<P: Precision> Tensor<P> {
         };
         let offset = src.core().layout().offset();
         let strides = shape.contiguous_strides();
-        Ok(src.view(Layout::new(shape, strides, offset)))
+        let from = self.shape().clone();
+        Ok(src
+            .view(Layout::new(shape, strides, offset))
+            .grad1("reshape", self, move |g| g.reshape(from.clone())))
     }
 
     /// Like [`reshape`](Self::reshape), with PyTorch's `-1` for one inferred dim.
@@ -132,7 +152,13 @@ impl<P: Precision> Tensor<P> {
         let l = self.core().layout();
         let dims: Vec<usize> = perm.iter().map(|&p| l.shape().dims()[p]).collect();
         let strides: Vec<usize> = perm.iter().map(|&p| l.strides()[p]).collect();
-        Ok(self.view(Layout::new(dims.into(), strides, l.offset())))
+        let mut inverse = vec![0; rank];
+        for (i, &p) in perm.iter().enumerate() {
+            inverse[p] = i;
+        }
+        Ok(self
+            .view(Layout::new(dims.into(), strides, l.offset()))
+            .grad1("permute", self, move |g| g.permute(&inverse)))
     }
 
     /// `len` elements of `dim` starting at `start` (a view).
@@ -160,7 +186,27 @@ impl<P: Precision> Tensor<P> {
         let mut dims = l.shape().dims().to_vec();
         dims[d] = len;
         let offset = l.offset() + start * l.strides()[d];
-        Ok(self.view(Layout::new(dims.into(), l.strides().to_vec(), offset)))
+        let from = self.shape().clone();
+        Ok(self
+            .view(Layout::new(dims.into(), l.strides().to_vec(), offset))
+            .grad1("narrow", self, move |g| g.unnarrow(&from, d, start)))
+    }
+
+    /// The gradient of a `narrow`: `self` placed at `start` of `dim` in zeros
+    /// of `shape`.
+    fn unnarrow(&self, shape: &Shape, dim: usize, start: usize) -> Result<Self> {
+        let dims = shape.dims();
+        let inner: usize = dims[dim + 1..].iter().product();
+        let outer: usize = dims[..dim].iter().product();
+        let (part, whole) = (self.dims()[dim] * inner, dims[dim] * inner);
+        let src = self.to_vec();
+        let mut out = <P::Elem as Element>::zeros(shape.numel());
+        if part > 0 {
+            for (o, block) in src.chunks_exact(part).enumerate().take(outer) {
+                out[o * whole + start * inner..][..part].copy_from_slice(block);
+            }
+        }
+        Tensor::from_vec(out, shape.clone())
     }
 
     /// A range of `dim` (a view): `x.slice(1, 2..5)`, `x.slice(0, ..3)`.
@@ -216,7 +262,9 @@ impl<P: Precision> Tensor<P> {
         };
         dims.insert(d, 1);
         strides.insert(d, stride);
-        Ok(self.view(Layout::new(dims.into(), strides, l.offset())))
+        Ok(self
+            .view(Layout::new(dims.into(), strides, l.offset()))
+            .grad1("unsqueeze", self, move |g| g.squeeze(d)))
     }
 
     /// Remove `dim`, which must have size 1.
@@ -237,7 +285,9 @@ impl<P: Precision> Tensor<P> {
         let mut strides = l.strides().to_vec();
         dims.remove(d);
         strides.remove(d);
-        Ok(self.view(Layout::new(dims.into(), strides, l.offset())))
+        Ok(self
+            .view(Layout::new(dims.into(), strides, l.offset()))
+            .grad1("squeeze", self, move |g| g.unsqueeze(d)))
     }
 
     /// A view with size-1 dims stretched (stride 0) to `shape`, NumPy rules.
@@ -252,7 +302,11 @@ impl<P: Precision> Tensor<P> {
     pub fn broadcast_to(&self, shape: impl Into<Shape>) -> Result<Self> {
         let shape = shape.into();
         let layout = self.core().layout().broadcast_to(&shape, "broadcast_to")?;
-        Ok(self.view(layout))
+        let from = self.shape().clone();
+        // Every output element read one input element: sum them back.
+        Ok(self
+            .view(layout)
+            .grad1("broadcast_to", self, move |g| g.sum_to(&from)))
     }
 
     /// Join tensors along an existing dim; all other dims must match.
@@ -301,7 +355,22 @@ impl<P: Precision> Tensor<P> {
                 out.extend_from_slice(&p[o * w..(o + 1) * w]);
             }
         }
-        Tensor::from_vec(out, dims)
+        let sizes: Vec<usize> = tensors.iter().map(|t| t.dims()[d]).collect();
+        Ok(
+            Tensor::from_vec(out, dims)?.grad_n("cat", tensors, move |g, need| {
+                let mut start = 0;
+                let mut grads = Vec::with_capacity(sizes.len());
+                for (&size, &need) in sizes.iter().zip(need) {
+                    // A copy, so a leaf's gradient does not pin all of `g`.
+                    grads.push(
+                        need.then(|| Ok(g.narrow(d, start, size)?.contiguous()))
+                            .transpose()?,
+                    );
+                    start += size;
+                }
+                Ok(grads)
+            }),
+        )
     }
 
     /// Join equally shaped tensors along a new dim.
@@ -327,11 +396,19 @@ impl<P: Precision> Tensor<P> {
                 ));
             }
         }
+        // Detached: one `stack` node instead of an unsqueeze per input and a cat.
         let expanded = tensors
             .iter()
-            .map(|t| t.unsqueeze(d))
+            .map(|t| t.detach().unsqueeze(d))
             .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&Tensor<P>> = expanded.iter().collect();
-        Tensor::cat(&refs, d)
+        Ok(
+            Tensor::cat(&refs, d)?.grad_n("stack", tensors, move |g, need| {
+                need.iter()
+                    .enumerate()
+                    .map(|(i, &need)| need.then(|| Ok(g.select(d, i)?.contiguous())).transpose())
+                    .collect()
+            }),
+        )
     }
 }
