@@ -98,6 +98,32 @@ pub enum Error {
         /// What was wrong and how to fix it.
         msg: String,
     },
+    /// A checkpoint file that is not a safetensors file amp can read, or a
+    /// checkpoint whose tensors do not fit the model they are loaded into.
+    #[error("{op}: checkpoint `{path}`: {msg}")]
+    Checkpoint {
+        /// The op that failed (`StateDict::load`, `StateDict::load_module`).
+        op: &'static str,
+        /// The file, as given (empty when the checkpoint is in memory).
+        path: std::path::PathBuf,
+        /// What is wrong with it and how to fix it.
+        msg: String,
+    },
+    /// The operating system refused a file operation (missing file, no
+    /// permission, full disk).
+    #[error("{op}: {action} `{path}` failed: {msg}")]
+    Io {
+        /// The op that failed.
+        op: &'static str,
+        /// What was being done (`read`, `create a temporary file next to`).
+        action: &'static str,
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The kind of failure, to match on (`NotFound`, `PermissionDenied`).
+        kind: std::io::ErrorKind,
+        /// The system's message.
+        msg: String,
+    },
 }
 
 impl Error {
