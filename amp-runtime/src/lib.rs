@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod cpu;
 mod device;
 mod error;
+pub mod memory;
 pub mod nn;
 pub mod ops;
 pub mod optim;

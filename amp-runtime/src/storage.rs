@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
@@ -38,18 +39,60 @@ impl Storage {
     }
 }
 
+/// Bytes of tensor data alive now, and the most alive at once since the last
+/// [`reset_peak`](crate::memory::reset_peak).
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+pub(crate) fn live_bytes() -> usize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+pub(crate) fn peak_bytes() -> usize {
+    PEAK.load(Ordering::Relaxed)
+}
+
+pub(crate) fn reset_peak() {
+    PEAK.store(LIVE.load(Ordering::Relaxed), Ordering::Relaxed);
+}
+
+/// A storage buffer that counts itself in the live-bytes total while it
+/// exists.
+#[derive(Debug)]
+pub(crate) struct Buffer {
+    storage: Storage,
+    bytes: usize,
+}
+
+impl Buffer {
+    fn new(storage: Storage) -> Self {
+        let bytes = match &storage {
+            Storage::Cpu(s) => s.len() * s.dtype().size_in_bytes(),
+        };
+        let live = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        PEAK.fetch_max(live, Ordering::Relaxed);
+        Buffer { storage, bytes }
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
 /// A tensor without its precision in the type: shared storage plus a layout.
 /// Cloning is cheap (the storage is reference-counted); views share storage.
 #[derive(Clone, Debug)]
 pub struct TensorCore {
-    storage: Arc<Storage>,
+    storage: Arc<Buffer>,
     layout: Layout,
 }
 
 impl TensorCore {
     pub(crate) fn new(storage: Storage, shape: Shape) -> Self {
         TensorCore {
-            storage: Arc::new(storage),
+            storage: Arc::new(Buffer::new(storage)),
             layout: Layout::contiguous(shape),
         }
     }
@@ -73,22 +116,22 @@ impl TensorCore {
 
     /// The element type.
     pub fn dtype(&self) -> DType {
-        self.storage.dtype()
+        self.storage.storage.dtype()
     }
 
     /// Where the data lives.
     pub fn device(&self) -> Device {
-        self.storage.device()
+        self.storage.storage.device()
     }
 
     /// Identity of the underlying buffer (for caches keyed on storage).
     pub(crate) fn storage_ptr(&self) -> *const Storage {
-        Arc::as_ptr(&self.storage)
+        &self.storage.storage as *const Storage
     }
 
     /// A weak handle on the buffer: it keeps the address from being reused
     /// while a cache remembers it, without keeping the memory alive.
-    pub(crate) fn storage_weak(&self) -> std::sync::Weak<Storage> {
+    pub(crate) fn storage_weak(&self) -> std::sync::Weak<Buffer> {
         Arc::downgrade(&self.storage)
     }
 
@@ -98,7 +141,7 @@ impl TensorCore {
     }
 
     fn cpu(&self) -> &CpuStorage {
-        match &*self.storage {
+        match &self.storage.storage {
             Storage::Cpu(s) => s,
         }
     }

@@ -23,7 +23,7 @@ use crate::autograd::{GradNode, NodeId};
 
 use crate::precision::{DType, Precision};
 use crate::shape::Layout;
-use crate::storage::{Storage, TensorCore};
+use crate::storage::{Buffer, Storage, TensorCore};
 use crate::tensor::Tensor;
 
 /// The graph identity is part of the key: a cast made of an untracked view of
@@ -32,7 +32,7 @@ use crate::tensor::Tensor;
 type Key = (*const Storage, Layout, DType, Option<NodeId>);
 
 /// A cast, with the graph node that leads its gradient back to the source.
-type Entry = (Weak<Storage>, TensorCore, Option<Arc<GradNode>>);
+type Entry = (Weak<Buffer>, TensorCore, Option<Arc<GradNode>>);
 
 #[derive(Default)]
 struct Cache {
