@@ -4,10 +4,117 @@
 //! `forward` is an ordinary method (usually under `#[autocast]`), so it can
 //! take whatever arguments it needs. The [`Module`] trait only lists the
 //! parameters (for optimizers and checkpoints) and switches train/eval mode.
+//!
+//! # The layers
+//!
+//! [`Linear`], [`Conv2d`], [`Embedding`], [`LayerNorm`], [`RmsNorm`],
+//! [`Dropout`], [`Mlp`], [`CausalSelfAttention`] and [`TransformerBlock`],
+//! like their PyTorch namesakes: the same parameter names (`weight`, `bias`,
+//! `attn.qkv.weight`, ...), the same default initialisation, and parameters
+//! of any precision `P` (`Linear<F32>`, `Linear<F16>`, ...). Constructors
+//! draw initial values from an [`Init`], a seeded stream, so one seed
+//! reproduces a model. A new module is in train mode, like PyTorch's.
+//!
+//! # Forward passes under a policy
+//!
+//! Each layer's `forward` carries `#[autocast(policy = Pol)]` with the policy
+//! as a type parameter, so the caller chooses it: `fc.forward::<F16Policy>(&x)`.
+//! Inputs may have any precision; the output's type says where the layer ran:
+//! `Tensor<Pol::Low>` for [`Linear`], [`Conv2d`], [`CausalSelfAttention`] and
+//! [`Mlp`] (matmul-like work), `Tensor<F32>` for the norms, and an F32
+//! residual stream through a [`TransformerBlock`]. [`Embedding`] and
+//! [`Dropout`] move or mask values without arithmetic: they keep the
+//! precision they are given and take no policy. The policy parameter is
+//! bounded by [`DefaultRules`](crate::autocast::DefaultRules), which every
+//! built-in policy satisfies.
+//!
+//! In your own `#[autocast(policy = Pol)]` forward, pass your policy on with
+//! `::<Pol>`; in a forward with a fixed policy (`#[autocast]` is F16), name it
+//! (`::<F16Policy>`): the macro rewrites amp's ops, not calls of `forward`.
+//!
+//! ```
+//! use amp::autocast::{DefaultRules, F16Policy, F32Policy};
+//! use amp::nn::{BlockConfig, Embedding, Init, LayerNorm, Linear, Module, Parameter, TransformerBlock, join};
+//! use amp::{autocast, DType, Indices, Tensor, F32};
+//!
+//! struct TinyGpt {
+//!     tok: Embedding<F32>,
+//!     block: TransformerBlock<F32>,
+//!     ln_f: LayerNorm<F32>,
+//!     head: Linear<F32>,
+//! }
+//!
+//! impl TinyGpt {
+//!     fn new(vocab: usize, dim: usize, init: &mut Init) -> amp::Result<Self> {
+//!         Ok(TinyGpt {
+//!             tok: Embedding::new(vocab, dim, init),
+//!             block: TransformerBlock::new(&BlockConfig::new(dim, 4), init)?,
+//!             ln_f: LayerNorm::new(dim),
+//!             head: Linear::no_bias(dim, vocab, init),
+//!         })
+//!     }
+//!
+//!     /// The mean next-token loss of `ids: [batch, seq]`.
+//!     #[autocast(policy = Pol)]
+//!     fn loss<Pol: DefaultRules>(&self, ids: &Indices, targets: &Indices) -> amp::Result<Tensor<F32>> {
+//!         let x = self.tok.forward(ids)?; // [batch, seq, dim], F32
+//!         let x = self.block.forward::<Pol>(&x)?; // F32 residual stream
+//!         let logits = self.head.forward::<Pol>(&self.ln_f.forward::<Pol>(&x)?)?; // Tensor<Pol::Low>
+//!         let vocab = self.head.out_features();
+//!         logits.reshape([targets.len(), vocab])?.cross_entropy(targets) // in F32
+//!     }
+//! }
+//!
+//! impl Module<F32> for TinyGpt {
+//!     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Parameter<F32>)) {
+//!         self.tok.visit(&join(prefix, "tok"), f);
+//!         self.block.visit(&join(prefix, "block"), f);
+//!         self.ln_f.visit(&join(prefix, "ln_f"), f);
+//!         self.head.visit(&join(prefix, "head"), f);
+//!     }
+//!
+//!     fn set_training(&mut self, training: bool) {
+//!         self.block.set_training(training);
+//!     }
+//! }
+//!
+//! # fn main() -> amp::Result<()> {
+//! let mut model = TinyGpt::new(50, 32, &mut Init::new(0))?;
+//! model.set_training(false);
+//! let ids = Indices::new((0..16).map(|i| i % 50).collect(), [2, 8])?;
+//! let targets = Indices::new((1..17).map(|i| i % 50).collect(), [16])?;
+//!
+//! let (loss, plan) = amp::autocast::record(|| model.loss::<F16Policy>(&ids, &targets));
+//! let reference = model.loss::<F32Policy>(&ids, &targets)?;
+//! assert!((loss?.to_scalar()? - reference.to_scalar()?).abs() < 1e-2);
+//! // Every linear ran in F16, every layer norm in F32.
+//! assert!(plan.of("linear").all(|r| r.output == Some(DType::F16)));
+//! assert!(plan.of("layer_norm").all(|r| r.output == Some(DType::F32)));
+//! assert_eq!(model.named_parameters()[1].0, "block.ln1.weight");
+//! # Ok(()) }
+//! ```
 
+mod attention;
+mod conv;
+mod dropout;
+mod embedding;
+mod init;
+mod linear;
+mod mlp;
+mod norm;
 mod parameter;
+mod transformer;
 
+pub use attention::CausalSelfAttention;
+pub use conv::{Conv2d, Conv2dConfig};
+pub use dropout::Dropout;
+pub use embedding::Embedding;
+pub use init::Init;
+pub use linear::Linear;
+pub use mlp::{Activation, Mlp};
+pub use norm::{LayerNorm, LayerNormOptions, RmsNorm, RmsNormOptions};
 pub use parameter::Parameter;
+pub use transformer::{BlockConfig, TransformerBlock};
 
 use crate::precision::Precision;
 
