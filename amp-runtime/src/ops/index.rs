@@ -1,5 +1,11 @@
 //! Gathering rows by index: `index_select` and `embedding`. Precision-neutral:
 //! they move values without arithmetic, so they never round.
+//!
+//! Their backward is a scatter-add of the output's gradient into the source's
+//! rows: an index that appears several times gets the sum of its gradients,
+//! accumulated in f32 and rounded once to the source's precision, so F16/BF16
+//! tables do not lose small updates to repeated rounding. Indices get no
+//! gradient.
 
 use crate::error::{Error, Result};
 use crate::precision::Precision;
@@ -31,7 +37,8 @@ impl<P: Precision> Tensor<P> {
         // Move `dim` first so each index picks one contiguous block.
         let mut perm: Vec<usize> = vec![d];
         perm.extend((0..self.rank()).filter(|&i| i != d));
-        let moved = self.permute(&perm)?.contiguous();
+        // Detached: the gather below is recorded as one op, not as a permute.
+        let moved = self.detach().permute(&perm)?.contiguous();
         let block: usize = moved.dims()[1..].iter().product();
         let src = moved.to_vec();
         let mut out = Vec::with_capacity(indices.len() * block);
@@ -46,11 +53,25 @@ impl<P: Precision> Tensor<P> {
         for (i, &p) in perm.iter().enumerate() {
             inv[p] = i;
         }
-        Ok(gathered.permute(&inv)?.contiguous())
+        let out = gathered.permute(&inv)?.contiguous();
+        if !self.will_record() {
+            return Ok(out);
+        }
+        let (moved_dims, indices) = (moved.dims().to_vec(), indices.clone());
+        Ok(out.grad1(OP, self, move |g| {
+            // The gradient in the moved layout: one block per index.
+            let g = g.permute(&perm)?;
+            let grad = scatter_add(&g.core().contiguous_f32(), indices.values(), &moved_dims);
+            Tensor::<P>::from_f32_values(grad, moved_dims.clone())
+                .permute(&inv)
+                .map(|t| t.contiguous())
+        }))
     }
 
     /// Embedding lookup: `self` is a `[vocab, dim]` table, `ids` of any shape;
-    /// the result is `[ids.., dim]`.
+    /// the result is `[ids.., dim]`. The table's gradient sums the gradients
+    /// of every occurrence of an id (in f32, rounded once); rows not looked up
+    /// get 0.
     ///
     /// ```
     /// use amp::{Indices, Tensor, BF16};
@@ -58,6 +79,12 @@ impl<P: Precision> Tensor<P> {
     /// let ids = Indices::new(vec![1, 2, 3, 9, 9, 0], [2, 3]).unwrap();
     /// assert_eq!(table.embedding(&ids).unwrap().dims(), &[2, 3, 4]);
     /// assert!(table.embedding(&Indices::from_slice(&[10])).is_err());
+    ///
+    /// let table = table.requires_grad();
+    /// let out = table.embedding(&Indices::from_slice(&[3, 3]))?;
+    /// let grad = out.backward_with(&Tensor::ones([2, 4]))?.get(&table).unwrap();
+    /// assert_eq!(grad.to_f32_vec()[12..16], [2.0; 4]);
+    /// # Ok::<(), amp::Error>(())
     /// ```
     pub fn embedding(&self, ids: &Indices) -> Result<Self> {
         const OP: &str = "embedding";
@@ -76,6 +103,31 @@ impl<P: Precision> Tensor<P> {
         }
         let mut dims = ids.shape().dims().to_vec();
         dims.push(dim);
-        Tensor::from_vec(out, dims)
+        let out = Tensor::from_vec(out, dims)?;
+        if !self.will_record() {
+            return Ok(out);
+        }
+        let (table_dims, ids) = (self.dims().to_vec(), ids.clone());
+        Ok(out.grad1(OP, self, move |g| {
+            let grad = scatter_add(&g.core().contiguous_f32(), ids.values(), &table_dims);
+            Ok(Tensor::from_f32_values(grad, table_dims.clone()))
+        }))
     }
+}
+
+/// The gradient of gathering blocks `indices` from a source of shape `dims`
+/// (indexed along its first dim): block `k` of `grad` added into block
+/// `indices[k]`, in f32.
+fn scatter_add(grad: &[f32], indices: &[usize], dims: &[usize]) -> Vec<f32> {
+    let block: usize = dims[1..].iter().product();
+    let mut out = vec![0f32; dims.iter().product()];
+    if block == 0 {
+        return out;
+    }
+    for (&i, g) in indices.iter().zip(grad.chunks(block)) {
+        for (o, &g) in out[i * block..(i + 1) * block].iter_mut().zip(g) {
+            *o += g;
+        }
+    }
+    out
 }

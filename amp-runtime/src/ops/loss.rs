@@ -2,8 +2,19 @@
 //! of probabilities: both fail in F16. `binary_cross_entropy` on probabilities
 //! exists for F32 only and is the op `#[autocast]` refuses under a low-precision
 //! policy (use `binary_cross_entropy_with_logits`, which is stable).
+//!
+//! Backward rules compute in f32 from the saved input. Class losses
+//! (`cross_entropy`, `nll_loss`) scale each row's gradient the way the forward
+//! combined it (1 per row for `Sum`, `1/count` of non-ignored rows for `Mean`,
+//! the incoming gradient's own entry for `None`) and give ignored rows 0; the
+//! class indices get no gradient. Pointwise losses record the per-element loss
+//! with its derivative in both the input and the target, and the `Sum`/`Mean`
+//! reduction after it records itself.
 
-use crate::cpu::kernels;
+use rayon::prelude::*;
+
+use super::softmax::softmax_row;
+use crate::cpu::{PAR_THRESHOLD, kernels};
 use crate::error::{Error, Result};
 use crate::precision::{Precision, SamePrecision, Wide};
 use crate::tensor::{Indices, Tensor};
@@ -59,7 +70,24 @@ impl<P: Precision> Tensor<P> {
         self.cross_entropy_with(targets, ClassLossOptions::default())
     }
 
-    /// Cross-entropy with explicit [`ClassLossOptions`].
+    /// Cross-entropy with explicit [`ClassLossOptions`]. Its gradient is
+    /// `softmax(logits) - q` per row (`q` the smoothed one-hot target), scaled
+    /// like the reduction; ignored rows get 0.
+    ///
+    /// ```
+    /// use amp::{ClassLossOptions, Indices, Reduction, Tensor, F32};
+    /// # fn main() -> amp::Result<()> {
+    /// let logits = Tensor::<F32>::zeros([2, 4]).requires_grad();
+    /// let opts = ClassLossOptions {
+    ///     reduction: Reduction::Sum,
+    ///     ignore_index: Some(9),
+    ///     label_smoothing: 0.0,
+    /// };
+    /// let loss = logits.cross_entropy_with(&Indices::from_slice(&[1, 9]), opts)?;
+    /// let g = loss.backward()?.get(&logits).unwrap().to_vec();
+    /// assert_eq!(g, vec![0.25, -0.75, 0.25, 0.25, 0., 0., 0., 0.]);
+    /// # Ok(()) }
+    /// ```
     pub fn cross_entropy_with(&self, targets: &Indices, opts: ClassLossOptions) -> Result<Self>
     where
         P: Wide,
@@ -84,7 +112,29 @@ impl<P: Precision> Tensor<P> {
                 (1.0 - eps) * nll + eps * smooth
             }
         };
-        Ok(class_reduce(n, targets, opts, per_sample))
+        let out = class_reduce(n, targets, opts, per_sample);
+        if !self.will_record() {
+            return Ok(out);
+        }
+        // d/dlogits = softmax - q, with q = (1 - eps) one_hot + eps / C the
+        // smoothed target distribution.
+        let (x, targets) = (self.detach(), targets.clone());
+        Ok(out.grad1("cross_entropy", self, move |g| {
+            let scales = class_scales(g, &targets, opts);
+            let x = x.core().contiguous_f32();
+            let grad = per_row(n, c, |i, o| {
+                let scale = scales[i];
+                if scale == 0.0 {
+                    return;
+                }
+                softmax_row(&x[i * c..(i + 1) * c], o);
+                o[targets.values()[i]] -= 1.0 - eps;
+                for p in o.iter_mut() {
+                    *p = (*p - eps / c as f32) * scale;
+                }
+            });
+            Ok(Tensor::from_f32_values(grad, [n, c]))
+        }))
     }
 
     /// Negative log-likelihood of `[N, C]` log-probabilities against class
@@ -109,8 +159,19 @@ impl<P: Precision> Tensor<P> {
         }
         let (n, c) = self.check_class_loss("nll_loss", targets, opts)?;
         let x = self.core().contiguous_f32();
-        Ok(class_reduce(n, targets, opts, |i| {
-            -x[i * c + targets.values()[i]]
+        let out = class_reduce(n, targets, opts, |i| -x[i * c + targets.values()[i]]);
+        if !self.will_record() {
+            return Ok(out);
+        }
+        let targets = targets.clone();
+        Ok(out.grad1("nll_loss", self, move |g| {
+            let scales = class_scales(g, &targets, opts);
+            let grad = per_row(n, c, |i, o| {
+                if scales[i] != 0.0 {
+                    o[targets.values()[i]] = -scales[i];
+                }
+            });
+            Ok(Tensor::from_f32_values(grad, [n, c]))
         }))
     }
 
@@ -154,7 +215,19 @@ impl<P: Precision> Tensor<P> {
         Ok((n, c))
     }
 
-    /// Mean squared error against `target` of the same shape.
+    /// Mean squared error against `target` of the same shape. A tracked
+    /// target gets a gradient too (the input's, negated).
+    ///
+    /// ```
+    /// use amp::{Reduction, Tensor, F32};
+    /// # fn main() -> amp::Result<()> {
+    /// let x = Tensor::<F32>::from_f32(&[1., 2.], [2])?.requires_grad();
+    /// let y = Tensor::<F32>::from_f32(&[0., 4.], [2])?.requires_grad();
+    /// let grads = x.mse_loss(&y, Reduction::Sum)?.backward()?;
+    /// assert_eq!(grads.get(&x).unwrap().to_vec(), vec![2., -4.]);
+    /// assert_eq!(grads.get(&y).unwrap().to_vec(), vec![-2., 4.]);
+    /// # Ok(()) }
+    /// ```
     pub fn mse_loss<Q: Precision + SamePrecision<P>>(
         &self,
         target: &Tensor<Q>,
@@ -163,7 +236,13 @@ impl<P: Precision> Tensor<P> {
     where
         P: Wide,
     {
-        self.pointwise_loss(target, reduction, "mse_loss", |x, y| (x - y) * (x - y))
+        self.pointwise_loss(
+            target,
+            reduction,
+            "mse_loss",
+            |x, y| (x - y) * (x - y),
+            |x, y| (2.0 * (x - y), -2.0 * (x - y)),
+        )
     }
 
     /// Mean absolute error against `target` of the same shape.
@@ -175,7 +254,17 @@ impl<P: Precision> Tensor<P> {
     where
         P: Wide,
     {
-        self.pointwise_loss(target, reduction, "l1_loss", |x, y| (x - y).abs())
+        self.pointwise_loss(
+            target,
+            reduction,
+            "l1_loss",
+            |x, y| (x - y).abs(),
+            |x, y| {
+                // The subgradient 0 at x = y, like PyTorch (`signum` gives ±1).
+                let s = if x == y { 0.0 } else { (x - y).signum() };
+                (s, -s)
+            },
+        )
     }
 
     /// Binary cross-entropy on logits: `sigmoid` and the log fused into one
@@ -203,6 +292,16 @@ impl<P: Precision> Tensor<P> {
             reduction,
             "binary_cross_entropy_with_logits",
             |x, y| x.max(0.0) - x * y + (-x.abs()).exp().ln_1p(),
+            // sigmoid(x) - y, from e^-|x| so neither branch overflows.
+            |x, y| {
+                let e = (-x.abs()).exp();
+                let sigmoid = if x >= 0.0 {
+                    1.0 / (1.0 + e)
+                } else {
+                    e / (1.0 + e)
+                };
+                (sigmoid - y, -x)
+            },
         )
     }
 
@@ -232,9 +331,19 @@ impl<P: Precision> Tensor<P> {
                 ),
             ));
         }
-        self.pointwise_loss(target, reduction, OP, |p, y| {
-            -(y * p.ln().max(-100.0) + (1.0 - y) * (1.0 - p).ln().max(-100.0))
-        })
+        self.pointwise_loss(
+            target,
+            reduction,
+            OP,
+            |p, y| -(y * p.ln().max(-100.0) + (1.0 - y) * (1.0 - p).ln().max(-100.0)),
+            // PyTorch's rule: (p - y) / p(1 - p), the denominator held at 1e-12
+            // so a saturated probability gives a large finite gradient.
+            |p, y| {
+                let dp = (p - y) / (p * (1.0 - p)).max(1e-12);
+                let dy = (1.0 - p).ln().max(-100.0) - p.ln().max(-100.0);
+                (dp, dy)
+            },
+        )
     }
 
     fn pointwise_loss<Q: Precision>(
@@ -243,6 +352,7 @@ impl<P: Precision> Tensor<P> {
         reduction: Reduction,
         op: &'static str,
         f: impl Fn(f32, f32) -> f32 + Sync,
+        df: impl Fn(f32, f32) -> (f32, f32) + Send + Sync + 'static,
     ) -> Result<Self>
     where
         P: Wide,
@@ -255,13 +365,76 @@ impl<P: Precision> Tensor<P> {
                 "input and target must have the same shape",
             ));
         }
-        let per = self.zip_f32(target, op, f)?;
+        let mut per = self.zip_f32(target, op, f)?;
+        if self.will_record() || target.will_record() {
+            let (x, y) = (self.detach(), target.detach());
+            per = per.grad2(op, self, target, move |g, need| {
+                let g = g.core().contiguous_f32();
+                let xv = x.core().contiguous_f32();
+                let yv = y.core().contiguous_f32();
+                let (mut dx, mut dy) = (Vec::new(), Vec::new());
+                for ((&g, &x), &y) in g.iter().zip(xv.iter()).zip(yv.iter()) {
+                    let (a, b) = df(x, y);
+                    if need[0] {
+                        dx.push(g * a);
+                    }
+                    if need[1] {
+                        dy.push(g * b);
+                    }
+                }
+                Ok((
+                    need[0].then(|| Tensor::from_f32_values(dx, x.shape().clone())),
+                    need[1].then(|| Tensor::from_f32_values(dy, y.shape().clone())),
+                ))
+            });
+        }
         Ok(match reduction {
             Reduction::None => per,
             Reduction::Sum => per.sum(),
             Reduction::Mean => per.mean(),
         })
     }
+}
+
+/// Each sample's weight in a class loss's reduction times the incoming
+/// gradient `g` (`[]`, or `[N]` for `Reduction::None`): 0 for ignored targets.
+/// Under `Mean` with every target ignored this is 0 everywhere, not NaN: no
+/// sample took part in the loss.
+fn class_scales<P: Precision>(
+    g: &Tensor<P>,
+    targets: &Indices,
+    opts: ClassLossOptions,
+) -> Vec<f32> {
+    let g = g.core().contiguous_f32();
+    let kept = |i: usize| Some(targets.values()[i]) != opts.ignore_index;
+    let n = targets.len();
+    let shared = match opts.reduction {
+        Reduction::None => 0.0,
+        Reduction::Sum => g[0],
+        Reduction::Mean => g[0] / (0..n).filter(|&i| kept(i)).count() as f32,
+    };
+    (0..n)
+        .map(|i| match (kept(i), opts.reduction) {
+            (false, _) => 0.0,
+            (true, Reduction::None) => g[i],
+            (true, _) => shared,
+        })
+        .collect()
+}
+
+/// A zeroed `[n, c]` buffer with `f(i, row_i)` run on each row, in parallel
+/// when large.
+fn per_row(n: usize, c: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let mut out = vec![0f32; n * c];
+    if c == 0 {
+        return out;
+    }
+    if out.len() < PAR_THRESHOLD {
+        out.chunks_mut(c).enumerate().for_each(|(i, o)| f(i, o));
+    } else {
+        out.par_chunks_mut(c).enumerate().for_each(|(i, o)| f(i, o));
+    }
+    out
 }
 
 /// Reduce per-sample class losses, skipping ignored targets.
