@@ -5,15 +5,19 @@
 //! `dropout`. Wide-only (`P: Wide`): `exp`, `log`, `pow`, `rsqrt`, whose results
 //! leave F16's range or lose its precision on ordinary inputs.
 //!
-//! Every kernel computes in f32 and rounds the output once.
+//! Every kernel computes in f32 and rounds the output once, and so does every
+//! backward rule: a gradient is formed in f32 from the saved operands and the
+//! incoming gradient, then rounded once to the input's precision.
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
 use rand::{Rng, SeedableRng};
 
+use crate::autograd::is_grad_enabled;
 use crate::cpu::kernels;
 use crate::error::{Error, Result};
-use crate::precision::{Precision, SamePrecision, Wide};
+use crate::precision::{F32, Precision, SamePrecision, Wide};
+use crate::shape::Shape;
 use crate::tensor::Tensor;
 
 impl<P: Precision> Tensor<P> {
@@ -41,6 +45,49 @@ impl<P: Precision> Tensor<P> {
         Ok(Self::from_f32_values(out, shape))
     }
 
+    /// Whether an op taking `self` as an input records a backward node now.
+    /// Ops check it before capturing anything for their backward, so an
+    /// untracked forward does no extra work.
+    pub(crate) fn will_record(&self) -> bool {
+        self.tracks_grad() && is_grad_enabled()
+    }
+
+    /// `f` applied to every element, recorded as `name` with the input gradient
+    /// `g * df(x)` (in f32 from the input's values, rounded once).
+    fn unary(
+        &self,
+        name: &'static str,
+        f: impl Fn(f32) -> f32 + Sync,
+        df: impl Fn(f32) -> f32 + Send + Sync + 'static,
+    ) -> Self {
+        let out = self.map_f32(f);
+        if !self.will_record() {
+            return out;
+        }
+        let x = self.detach();
+        out.grad1(name, self, move |g| g.zip_f32(&x, name, |g, x| g * df(x)))
+    }
+
+    /// `f` applied to every element, recorded as `name` with the input gradient
+    /// `g * k`: the scalar ops, whose derivative does not depend on the input.
+    fn scaled(&self, name: &'static str, f: impl Fn(f32) -> f32 + Sync, k: f32) -> Self {
+        let out = self.map_f32(f);
+        out.grad1(name, self, move |g| {
+            Ok(if k == 1.0 {
+                g.clone()
+            } else {
+                g.map_f32(|g| g * k)
+            })
+        })
+    }
+
+    /// Division by a scalar: what `&a / s` runs. Divides (rather than
+    /// multiplying by `1/s`) so the forward rounds like PyTorch's.
+    fn div_scalar(&self, s: f32) -> Self {
+        let out = self.map_f32(move |x| x / s);
+        out.grad1("div_scalar", self, move |g| Ok(g.map_f32(|g| g / s)))
+    }
+
     /// Elementwise sum with broadcasting. Also `&a + &b`.
     ///
     /// ```
@@ -52,6 +99,9 @@ impl<P: Precision> Tensor<P> {
     /// ```
     pub fn add<Q: Precision + SamePrecision<P>>(&self, rhs: &Tensor<Q>) -> Result<Self> {
         let out = self.zip_f32(rhs, "add", |a, b| a + b)?;
+        if !(self.will_record() || rhs.will_record()) {
+            return Ok(out);
+        }
         let (sa, sb) = (self.shape().clone(), rhs.shape().clone());
         Ok(out.grad2("add", self, rhs, move |g, need| {
             Ok((
@@ -65,12 +115,27 @@ impl<P: Precision> Tensor<P> {
 
     /// Elementwise difference with broadcasting. Also `&a - &b`.
     pub fn sub<Q: Precision + SamePrecision<P>>(&self, rhs: &Tensor<Q>) -> Result<Self> {
-        self.zip_f32(rhs, "sub", |a, b| a - b)
+        let out = self.zip_f32(rhs, "sub", |a, b| a - b)?;
+        if !(self.will_record() || rhs.will_record()) {
+            return Ok(out);
+        }
+        let (sa, sb) = (self.shape().clone(), rhs.shape().clone());
+        Ok(out.grad2("sub", self, rhs, move |g, need| {
+            Ok((
+                need[0].then(|| g.sum_to(&sa)).transpose()?,
+                need[1]
+                    .then(|| g.sum_to(&sb).map(|g| g.neg().cast()))
+                    .transpose()?,
+            ))
+        }))
     }
 
     /// Elementwise product with broadcasting. Also `&a * &b`.
     pub fn mul<Q: Precision + SamePrecision<P>>(&self, rhs: &Tensor<Q>) -> Result<Self> {
         let out = self.zip_f32(rhs, "mul", |a, b| a * b)?;
+        if !(self.will_record() || rhs.will_record()) {
+            return Ok(out);
+        }
         let (a, b) = (self.detach(), rhs.detach().cast::<P>());
         Ok(out.grad2("mul", self, rhs, move |g, need| {
             Ok((
@@ -84,101 +149,218 @@ impl<P: Precision> Tensor<P> {
 
     /// Elementwise quotient with broadcasting. Also `&a / &b`.
     pub fn div<Q: Precision + SamePrecision<P>>(&self, rhs: &Tensor<Q>) -> Result<Self> {
-        self.zip_f32(rhs, "div", |a, b| a / b)
+        let out = self.zip_f32(rhs, "div", |a, b| a / b)?;
+        // d(a/b)/da = 1/b, d(a/b)/db = -(a/b)/b (no b² to overflow).
+        Ok(self.record_binary(
+            "div",
+            rhs,
+            out,
+            |g, _, b| g / b,
+            |g, a, b| -(g * (a / b)) / b,
+        ))
     }
 
-    /// Elementwise maximum with broadcasting (NaN propagates).
+    /// Elementwise maximum with broadcasting (NaN propagates). On ties the
+    /// gradient is split equally between the operands, like PyTorch.
+    ///
+    /// ```
+    /// use amp::{Tensor, F32};
+    /// # fn main() -> amp::Result<()> {
+    /// let a = Tensor::<F32>::from_f32(&[1., 2.], [2])?.requires_grad();
+    /// let b = Tensor::<F32>::from_f32(&[3., 2.], [2])?.requires_grad();
+    /// let grads = a.maximum(&b)?.sum().backward()?;
+    /// assert_eq!(grads.get(&a).unwrap().to_vec(), vec![0.0, 0.5]);
+    /// assert_eq!(grads.get(&b).unwrap().to_vec(), vec![1.0, 0.5]);
+    /// # Ok(()) }
+    /// ```
     pub fn maximum<Q: Precision + SamePrecision<P>>(&self, rhs: &Tensor<Q>) -> Result<Self> {
-        self.zip_f32(rhs, "maximum", |a, b| {
+        let out = self.zip_f32(rhs, "maximum", |a, b| {
             if a.is_nan() || b.is_nan() {
                 f32::NAN
             } else {
                 a.max(b)
             }
-        })
+        })?;
+        // PyTorch's rule: half each on ties, none to the smaller operand, all
+        // of it to both where a NaN makes them incomparable.
+        Ok(self.record_binary(
+            "maximum",
+            rhs,
+            out,
+            |g, a, b| g * pick(a, b),
+            |g, a, b| g * pick(b, a),
+        ))
     }
 
-    /// Elementwise minimum with broadcasting (NaN propagates).
+    /// Elementwise minimum with broadcasting (NaN propagates). On ties the
+    /// gradient is split equally between the operands, like PyTorch.
     pub fn minimum<Q: Precision + SamePrecision<P>>(&self, rhs: &Tensor<Q>) -> Result<Self> {
-        self.zip_f32(rhs, "minimum", |a, b| {
+        let out = self.zip_f32(rhs, "minimum", |a, b| {
             if a.is_nan() || b.is_nan() {
                 f32::NAN
             } else {
                 a.min(b)
             }
+        })?;
+        Ok(self.record_binary(
+            "minimum",
+            rhs,
+            out,
+            |g, a, b| g * pick(b, a),
+            |g, a, b| g * pick(a, b),
+        ))
+    }
+
+    /// Record `out = op(self, rhs)` (broadcasting) with the input gradients
+    /// `da(g, a, b)` and `db(g, a, b)`, computed in f32 over the output's
+    /// shape and summed down to each input's shape.
+    fn record_binary<Q: Precision + SamePrecision<P>>(
+        &self,
+        name: &'static str,
+        rhs: &Tensor<Q>,
+        out: Self,
+        da: impl Fn(f32, f32, f32) -> f32 + Send + Sync + 'static,
+        db: impl Fn(f32, f32, f32) -> f32 + Send + Sync + 'static,
+    ) -> Self {
+        if !(self.will_record() || rhs.will_record()) {
+            return out;
+        }
+        let (a, b) = (self.detach(), rhs.detach());
+        out.grad2(name, self, rhs, move |g, need| {
+            let shape = g.shape();
+            let gv = g.core().contiguous_f32();
+            let av = a.broadcast_to(shape.clone())?.to_f32_vec();
+            let bv = b.broadcast_to(shape.clone())?.to_f32_vec();
+            let grad = |d: &(dyn Fn(f32, f32, f32) -> f32 + Sync)| -> Vec<f32> {
+                gv.iter()
+                    .zip(av.iter().zip(&bv))
+                    .map(|(&g, (&a, &b))| d(g, a, b))
+                    .collect()
+            };
+            Ok((
+                need[0]
+                    .then(|| summed_to(grad(&da), shape, a.shape()))
+                    .transpose()?,
+                need[1]
+                    .then(|| summed_to(grad(&db), shape, b.shape()))
+                    .transpose()?,
+            ))
         })
     }
 
     /// `self * mul + add` in one pass.
     pub fn affine(&self, mul: f32, add: f32) -> Self {
-        self.map_f32(move |x| x * mul + add)
+        self.scaled("affine", move |x| x * mul + add, mul)
     }
 
     /// Add a scalar. Also `&a + 1.0`.
     pub fn add_scalar(&self, s: f32) -> Self {
-        self.map_f32(move |x| x + s)
+        self.scaled("add_scalar", move |x| x + s, 1.0)
     }
 
     /// Multiply by a scalar. Also `&a * 2.0`.
     pub fn mul_scalar(&self, s: f32) -> Self {
-        self.map_f32(move |x| x * s)
+        self.scaled("mul_scalar", move |x| x * s, s)
     }
 
     /// Negation. Also `-&a`.
     pub fn neg(&self) -> Self {
-        self.map_f32(|x| -x)
+        self.scaled("neg", |x| -x, -1.0)
     }
 
-    /// Absolute value.
+    /// Absolute value. Its gradient at 0 is 0, like PyTorch's.
     pub fn abs(&self) -> Self {
-        self.map_f32(f32::abs)
+        self.unary("abs", f32::abs, |x| {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                // 0 at 0, NaN at NaN.
+                x
+            }
+        })
     }
 
     /// Square root (NaN for negative inputs).
     pub fn sqrt(&self) -> Self {
-        self.map_f32(f32::sqrt)
+        self.unary("sqrt", f32::sqrt, |x| 0.5 / x.sqrt())
     }
 
     /// Elementwise square.
     pub fn sqr(&self) -> Self {
-        self.map_f32(|x| x * x)
+        self.unary("sqr", |x| x * x, |x| 2.0 * x)
     }
 
-    /// `max(x, 0)`.
+    /// `max(x, 0)`. Its gradient at 0 is 0, like PyTorch's.
     pub fn relu(&self) -> Self {
-        self.map_f32(|x| if x > 0.0 || x.is_nan() { x } else { 0.0 })
+        self.unary(
+            "relu",
+            |x| if x > 0.0 || x.is_nan() { x } else { 0.0 },
+            |x| if x > 0.0 { 1.0 } else { 0.0 },
+        )
     }
 
     /// GELU with the exact erf form (PyTorch's default `approximate='none'`).
     pub fn gelu(&self) -> Self {
-        // `1 + erf(z)` written as `erfc(-z)`: no cancellation for negative x.
-        self.map_f32(|x| 0.5 * x * libm::erfcf(-x * std::f32::consts::FRAC_1_SQRT_2))
+        use std::f32::consts::FRAC_1_SQRT_2;
+        // 1/sqrt(2 pi): the standard normal density's factor.
+        const INV_SQRT_2PI: f32 = 0.398_942_3;
+        self.unary(
+            "gelu",
+            // `1 + erf(z)` written as `erfc(-z)`: no cancellation for negative x.
+            |x| 0.5 * x * libm::erfcf(-x * FRAC_1_SQRT_2),
+            // Φ(x) + x φ(x).
+            |x| 0.5 * libm::erfcf(-x * FRAC_1_SQRT_2) + x * INV_SQRT_2PI * (-0.5 * x * x).exp(),
+        )
     }
 
     /// GELU with the tanh approximation (`approximate='tanh'`).
     pub fn gelu_tanh(&self) -> Self {
         const C: f32 = 0.797_884_6; // sqrt(2/pi)
-        // `0.5 (1 + tanh(u))` written as `1 / (1 + e^(-2u))`: no cancellation
-        // for negative x.
-        self.map_f32(|x| x / (1.0 + (-2.0 * C * (x + 0.044_715 * x * x * x)).exp()))
+        const K: f32 = 0.044_715;
+        self.unary(
+            "gelu_tanh",
+            // `0.5 (1 + tanh(u))` written as `1 / (1 + e^(-2u))`: no
+            // cancellation for negative x.
+            |x| x / (1.0 + (-2.0 * C * (x + K * x * x * x)).exp()),
+            // With s = 0.5 (1 + tanh u) = sigmoid(2u): 1 - tanh²u = 4 s (1-s),
+            // so the derivative is s + 2 x s (1-s) u', each factor stable.
+            |x| {
+                let u2 = 2.0 * C * (x + K * x * x * x);
+                let (s, t) = (sigmoid(u2), sigmoid(-u2));
+                s + 2.0 * x * s * t * C * (1.0 + 3.0 * K * x * x)
+            },
+        )
     }
 
     /// SiLU / swish: `x * sigmoid(x)`.
     pub fn silu(&self) -> Self {
-        self.map_f32(|x| x / (1.0 + (-x).exp()))
+        self.unary(
+            "silu",
+            |x| x / (1.0 + (-x).exp()),
+            // s (1 + x (1 - s)), with 1 - s = sigmoid(-x) to keep it exact.
+            |x| sigmoid(x) * (1.0 + x * sigmoid(-x)),
+        )
     }
 
     /// Hyperbolic tangent.
     pub fn tanh(&self) -> Self {
-        self.map_f32(f32::tanh)
+        self.unary("tanh", f32::tanh, |x| {
+            let t = x.tanh();
+            1.0 - t * t
+        })
     }
 
     /// Logistic sigmoid, `1 / (1 + e^-x)`, stable for large `|x|`.
     pub fn sigmoid(&self) -> Self {
-        self.map_f32(sigmoid)
+        // s (1 - s), with 1 - s = sigmoid(-x): no cancellation for large x.
+        self.unary("sigmoid", sigmoid, |x| sigmoid(x) * sigmoid(-x))
     }
 
-    /// Clamp every element into `[min, max]` (NaN stays NaN).
+    /// Clamp every element into `[min, max]` (NaN stays NaN). The gradient
+    /// passes where the input lies in `[min, max]`, bounds included (as in
+    /// PyTorch), and is 0 elsewhere.
     ///
     /// ```
     /// use amp::{Tensor, F32};
@@ -193,12 +375,19 @@ impl<P: Precision> Tensor<P> {
                 format!("min {min} must be <= max {max} and neither may be NaN"),
             ));
         }
-        Ok(self.map_f32(move |x| if x.is_nan() { x } else { x.clamp(min, max) }))
+        // The gradient passes inside [min, max], bounds included (PyTorch's
+        // rule), and is 0 outside.
+        Ok(self.unary(
+            "clamp",
+            move |x| if x.is_nan() { x } else { x.clamp(min, max) },
+            move |x| if x >= min && x <= max { 1.0 } else { 0.0 },
+        ))
     }
 
     /// Elements of `on_true` where `cond` is non-zero, else of `on_false`; all
     /// three broadcast together. `cond` may have any precision: only its
-    /// zero/non-zero pattern is read.
+    /// zero/non-zero pattern is read, and it gets no gradient; `on_true` and
+    /// `on_false` get the output's gradient where they were picked.
     ///
     /// ```
     /// use amp::{Tensor, F16, F32};
@@ -228,11 +417,36 @@ impl<P: Precision> Tensor<P> {
             .zip(t.iter().zip(&f))
             .map(|(&c, (&t, &f))| if c != 0.0 { t } else { f })
             .collect();
-        Ok(Self::from_f32_values(out, shape))
+        let out = Self::from_f32_values(out, shape);
+        if !(on_true.will_record() || on_false.will_record()) {
+            return Ok(out);
+        }
+        let cond = cond.detach();
+        let (st, sf) = (on_true.shape().clone(), on_false.shape().clone());
+        Ok(out.grad2(OP, on_true, on_false, move |g, need| {
+            let shape = g.shape();
+            let c = cond.broadcast_to(shape.clone())?.to_f32_vec();
+            let g = g.core().contiguous_f32();
+            let picked = |when: bool| -> Vec<f32> {
+                g.iter()
+                    .zip(&c)
+                    .map(|(&g, &c)| if (c != 0.0) == when { g } else { 0.0 })
+                    .collect()
+            };
+            Ok((
+                need[0]
+                    .then(|| summed_to(picked(true), shape, &st))
+                    .transpose()?,
+                need[1]
+                    .then(|| summed_to(picked(false), shape, &sf))
+                    .transpose()?,
+            ))
+        }))
     }
 
     /// Zero each element with probability `p` and scale the rest by `1/(1-p)`,
-    /// drawing from a generator seeded with `seed` (same seed, same mask).
+    /// drawing from a generator seeded with `seed` (same seed, same mask). The
+    /// gradient goes through the same mask, scaled the same way.
     ///
     /// ```
     /// use amp::{Tensor, F32};
@@ -252,14 +466,16 @@ impl<P: Precision> Tensor<P> {
         if p == 0.0 {
             return Ok(self.clone());
         }
-        let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut v = self.core().contiguous_f32().into_owned();
-        for x in v.iter_mut() {
-            let keep = rng.random::<f32>() >= p;
-            *x = if keep { *x * scale } else { 0.0 };
-        }
-        Ok(Self::from_f32_values(v, self.shape().clone()))
+        apply_dropout_mask(&mut v, p, seed);
+        let out = Self::from_f32_values(v, self.shape().clone());
+        // The backward draws the same mask again from `seed` instead of
+        // keeping it alive until then.
+        Ok(out.grad1("dropout", self, move |g| {
+            let mut v = g.core().contiguous_f32().into_owned();
+            apply_dropout_mask(&mut v, p, seed);
+            Ok(Self::from_f32_values(v, g.shape().clone()))
+        }))
     }
 }
 
@@ -270,7 +486,13 @@ impl<P: Precision> Tensor<P> {
     where
         P: Wide,
     {
-        self.map_f32(f32::exp)
+        let out = self.map_f32(f32::exp);
+        if !self.will_record() {
+            return out;
+        }
+        // The derivative is the output itself.
+        let y = out.detach();
+        out.grad1("exp", self, move |g| g.zip_f32(&y, "exp", |g, y| g * y))
     }
 
     /// Natural logarithm. F32 only: F16 cannot represent the small inputs whose
@@ -279,7 +501,7 @@ impl<P: Precision> Tensor<P> {
     where
         P: Wide,
     {
-        self.map_f32(f32::ln)
+        self.unary("log", f32::ln, |x| 1.0 / x)
     }
 
     /// `x^exponent`. F32 only: powers leave F16's range quickly.
@@ -290,7 +512,19 @@ impl<P: Precision> Tensor<P> {
         if exponent == 2.0 {
             return self.sqr();
         }
-        self.map_f32(move |x| x.powf(exponent))
+        self.unary(
+            "pow",
+            move |x| x.powf(exponent),
+            // x^0 is constant: its gradient is 0 even at x = 0 (PyTorch's rule),
+            // where `0 * x^-1` would give NaN.
+            move |x| {
+                if exponent == 0.0 {
+                    0.0
+                } else {
+                    exponent * x.powf(exponent - 1.0)
+                }
+            },
+        )
     }
 
     /// `1 / sqrt(x)`. F32 only, as in PyTorch's autocast lists.
@@ -298,7 +532,43 @@ impl<P: Precision> Tensor<P> {
     where
         P: Wide,
     {
-        self.map_f32(|x| 1.0 / x.sqrt())
+        self.unary("rsqrt", |x| 1.0 / x.sqrt(), |x| -0.5 / (x * x.sqrt()))
+    }
+}
+
+/// The share of a `maximum`'s gradient that goes to `a` (`minimum` swaps the
+/// arguments): all if it is larger, half on a tie, none if smaller, all when a
+/// NaN makes them incomparable.
+fn pick(a: f32, b: f32) -> f32 {
+    if a == b {
+        0.5
+    } else if a < b {
+        0.0
+    } else {
+        1.0
+    }
+}
+
+/// A gradient computed in f32 over the output's shape `from`, summed down to
+/// an input's shape `to` (undoing broadcasting) and rounded once to `R`.
+fn summed_to<R: Precision>(values: Vec<f32>, from: &Shape, to: &Shape) -> Result<Tensor<R>> {
+    if from == to {
+        return Ok(Tensor::from_f32_values(values, to.clone()));
+    }
+    Ok(Tensor::<F32>::from_f32_values(values, from.clone())
+        .sum_to(to)?
+        .cast())
+}
+
+/// Dropout's mask applied in place: each element is zeroed with probability
+/// `p` and the rest scaled by `1/(1-p)` (0 when `p` is 1). The same `seed`
+/// draws the same mask, which is how the backward repeats the forward's.
+fn apply_dropout_mask(v: &mut [f32], p: f32, seed: u64) {
+    let scale = if p < 1.0 { 1.0 / (1.0 - p) } else { 0.0 };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for x in v.iter_mut() {
+        let keep = rng.random::<f32>() >= p;
+        *x = if keep { *x * scale } else { 0.0 };
     }
 }
 
@@ -348,27 +618,32 @@ binary_operator!(Sub, sub);
 binary_operator!(Mul, mul);
 binary_operator!(Div, div);
 
+// Through the recorded methods, so `&x * 2.0` is differentiable like
+// `x.mul_scalar(2.0)`.
 macro_rules! scalar_operator {
-    ($trait:ident, $method:ident, |$x:ident, $s:ident| $body:expr) => {
+    ($trait:ident, $method:ident, |$t:ident, $s:ident| $body:expr) => {
         impl<P: Precision> $trait<f32> for &Tensor<P> {
             type Output = Tensor<P>;
             fn $method(self, $s: f32) -> Tensor<P> {
-                self.map_f32(move |$x| $body)
+                let $t = self;
+                $body
             }
         }
         impl<P: Precision> $trait<f32> for Tensor<P> {
             type Output = Tensor<P>;
             fn $method(self, $s: f32) -> Tensor<P> {
-                self.map_f32(move |$x| $body)
+                let $t = &self;
+                $body
             }
         }
     };
 }
 
-scalar_operator!(Add, add, |x, s| x + s);
-scalar_operator!(Sub, sub, |x, s| x - s);
-scalar_operator!(Mul, mul, |x, s| x * s);
-scalar_operator!(Div, div, |x, s| x / s);
+// `x - s` is `x + (-s)` exactly in IEEE arithmetic.
+scalar_operator!(Add, add, |t, s| t.add_scalar(s));
+scalar_operator!(Sub, sub, |t, s| t.add_scalar(-s));
+scalar_operator!(Mul, mul, |t, s| t.mul_scalar(s));
+scalar_operator!(Div, div, |t, s| t.div_scalar(s));
 
 impl<P: Precision> Neg for &Tensor<P> {
     type Output = Tensor<P>;

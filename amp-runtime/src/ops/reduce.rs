@@ -2,8 +2,15 @@
 //! of a few thousand F16 activations passes 65504, and BF16's 8-bit mantissa
 //! stops adding small terms to a large total) and `argmax` (any precision: it
 //! only compares).
+//!
+//! Backward rules spread the output's gradient back over each reduced row;
+//! those that need the input (`var`, `logsumexp`) keep it and recompute the
+//! per-row values (mean, softmax) from it, and `cumsum`'s is a reversed
+//! running sum.
 
-use crate::cpu::kernels;
+use rayon::prelude::*;
+
+use crate::cpu::{PAR_THRESHOLD, kernels};
 use crate::error::{Error, Result};
 use crate::precision::{Precision, Wide};
 use crate::shape::{Dim, Shape};
@@ -48,6 +55,35 @@ impl<P: Precision> Tensor<P> {
         Ok(t.permute(&perm)?.contiguous())
     }
 
+    /// `f(row, extra, grad_row)` over the rows of `self` along `d`, with `k`
+    /// values per row in `extra` (in the rows' order: the reduced shape's
+    /// row-major order), put back in `self`'s shape. The kernel of the
+    /// row-wise backward rules.
+    pub(crate) fn map_rows_with(
+        &self,
+        d: usize,
+        op: &'static str,
+        extra: &[f32],
+        k: usize,
+        f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
+    ) -> Result<Self> {
+        let (values, len, _, d) = self.rows_along(d, true, op)?;
+        let out = rows_with(&values, len, extra, k, f);
+        let mut moved = self.dims().to_vec();
+        let last = moved.remove(d);
+        moved.push(last);
+        Self::unmove_last(out, &moved, d)
+    }
+
+    /// A reduction's gradient `g` (the reduced shape, keepdim or not) spread
+    /// back over `shape`: every element of a row along `d` gets its row's
+    /// value. A broadcast view, no copy.
+    fn spread_back(&self, d: usize, shape: &Shape) -> Result<Self> {
+        let mut kept = shape.dims().to_vec();
+        kept[d] = 1;
+        self.reshape(kept)?.broadcast_to(shape.clone())
+    }
+
     /// Index of the largest element along `dim` (first one on ties; NaN counts
     /// as largest, like PyTorch).
     ///
@@ -87,23 +123,41 @@ impl<P: Precision> Tensor<P> {
 // a `Tensor<F16>` reports `Wide`'s message (E0277, with the fix) rather than a
 // bare "method exists but its trait bounds were not satisfied" (E0599).
 impl<P: Precision> Tensor<P> {
+    /// `f` over every row along `dim`; also returns `dim` resolved.
     fn reduce_dim(
         &self,
         dim: impl Dim,
         keepdim: bool,
         op: &'static str,
         f: impl Fn(&[f32]) -> f32 + Sync,
-    ) -> Result<Self>
+    ) -> Result<(Self, usize)>
     where
         P: Wide,
     {
-        let (values, len, shape, _) = self.rows_along(dim, keepdim, op)?;
+        let (values, len, shape, d) = self.rows_along(dim, keepdim, op)?;
         let out = if len == 0 {
             vec![f(&[]); shape.numel()]
         } else {
             kernels::rows(&values, len, 1, |x, o| o[0] = f(x))
         };
-        Ok(Self::from_f32_values(out, shape))
+        Ok((Self::from_f32_values(out, shape), d))
+    }
+
+    /// Record a reduction along `d` whose gradient is the output's, scaled by
+    /// `scale` and spread over the row (`sum_dim`, `mean_dim`).
+    fn record_spread(self, name: &'static str, x: &Self, d: usize, scale: f32) -> Self {
+        if !x.will_record() {
+            return self;
+        }
+        let shape = x.shape().clone();
+        self.grad1(name, x, move |g| {
+            let g = if scale == 1.0 {
+                g.clone()
+            } else {
+                g.map_f32(|v| v * scale)
+            };
+            g.spread_back(d, &shape)
+        })
     }
 
     /// Sum of all elements, as a tensor of shape `[]`.
@@ -128,7 +182,8 @@ impl<P: Precision> Tensor<P> {
     where
         P: Wide,
     {
-        self.reduce_dim(dim, keepdim, "sum_dim", kernels::sum_accurate)
+        let (out, d) = self.reduce_dim(dim, keepdim, "sum_dim", kernels::sum_accurate)?;
+        Ok(out.record_spread("sum_dim", self, d, 1.0))
     }
 
     /// Mean of all elements (NaN for an empty tensor, like PyTorch).
@@ -137,7 +192,15 @@ impl<P: Precision> Tensor<P> {
         P: Wide,
     {
         let v = self.core().contiguous_f32();
-        Self::from_f32_values(vec![kernels::sum_accurate(&v) / v.len() as f32], ())
+        let n = v.len() as f32;
+        let out = Self::from_f32_values(vec![kernels::sum_accurate(&v) / n], ());
+        if !self.will_record() {
+            return out;
+        }
+        let shape = self.shape().clone();
+        out.grad1("mean", self, move |g| {
+            g.map_f32(|v| v / n).broadcast_to(shape.clone())
+        })
     }
 
     /// Mean along `dim`.
@@ -151,9 +214,11 @@ impl<P: Precision> Tensor<P> {
     where
         P: Wide,
     {
-        self.reduce_dim(dim, keepdim, "mean_dim", |x| {
+        let (out, d) = self.reduce_dim(dim, keepdim, "mean_dim", |x| {
             kernels::sum_accurate(x) / x.len() as f32
-        })
+        })?;
+        let n = self.dims()[d] as f32;
+        Ok(out.record_spread("mean_dim", self, d, 1.0 / n))
     }
 
     /// Variance of all elements with `correction` (1 = unbiased, PyTorch's
@@ -163,7 +228,19 @@ impl<P: Precision> Tensor<P> {
         P: Wide,
     {
         let v = self.core().contiguous_f32();
-        Self::from_f32_values(vec![variance(&v, correction)], ())
+        let out = Self::from_f32_values(vec![variance(&v, correction)], ());
+        if !self.will_record() {
+            return out;
+        }
+        let x = self.detach();
+        out.grad1("var", self, move |g| {
+            let v = x.core().contiguous_f32();
+            let g = g.core().contiguous_f32();
+            let grad = rows_with(&v, v.len(), &g, 1, |x, g, o| {
+                variance_grad(x, g[0], correction, o)
+            });
+            Ok(Self::from_f32_values(grad, x.shape().clone()))
+        })
     }
 
     /// Variance along `dim` with `correction` (see [`var`](Self::var)).
@@ -177,7 +254,18 @@ impl<P: Precision> Tensor<P> {
     where
         P: Wide,
     {
-        self.reduce_dim(dim, keepdim, "var_dim", move |x| variance(x, correction))
+        let (out, d) =
+            self.reduce_dim(dim, keepdim, "var_dim", move |x| variance(x, correction))?;
+        if !self.will_record() {
+            return Ok(out);
+        }
+        let x = self.detach();
+        Ok(out.grad1("var_dim", self, move |g| {
+            let g = g.core().contiguous_f32();
+            x.map_rows_with(d, "var_dim", &g, 1, |x, g, o| {
+                variance_grad(x, g[0], correction, o)
+            })
+        }))
     }
 
     /// `log(sum(exp(x)))` along `dim`, computed stably (max subtracted first).
@@ -185,7 +273,22 @@ impl<P: Precision> Tensor<P> {
     where
         P: Wide,
     {
-        self.reduce_dim(dim, keepdim, "logsumexp", logsumexp)
+        let (out, d) = self.reduce_dim(dim, keepdim, "logsumexp", logsumexp)?;
+        if !self.will_record() {
+            return Ok(out);
+        }
+        let (x, y) = (self.detach(), out.detach());
+        // The gradient is g * softmax(x) = g * exp(x - logsumexp(x)) per row.
+        Ok(out.grad1("logsumexp", self, move |g| {
+            let g = g.core().contiguous_f32();
+            let y = y.core().contiguous_f32();
+            let extra: Vec<f32> = g.iter().zip(y.iter()).flat_map(|(&g, &y)| [g, y]).collect();
+            x.map_rows_with(d, "logsumexp", &extra, 2, |x, gy, o| {
+                for (o, &x) in o.iter_mut().zip(x) {
+                    *o = gy[0] * (x - gy[1]).exp();
+                }
+            })
+        }))
     }
 
     /// Running sum along `dim` (inclusive), accumulated in f64 so long rows do
@@ -214,7 +317,58 @@ impl<P: Precision> Tensor<P> {
         let mut moved: Vec<usize> = self.dims().to_vec();
         let last = moved.remove(d);
         moved.push(last);
-        Self::unmove_last(out, &moved, d)
+        let out = Self::unmove_last(out, &moved, d)?;
+        // Each input feeds every later output: the gradient is the running
+        // sum of the output's gradient from the end of the row.
+        Ok(out.grad1("cumsum", self, move |g| {
+            g.map_rows_with(d, "cumsum", &[], 0, |g, _, o| {
+                let mut acc = 0f64;
+                for (o, &v) in o.iter_mut().zip(g).rev() {
+                    acc += v as f64;
+                    *o = acc as f32;
+                }
+            })
+        }))
+    }
+}
+
+/// `f(row, extra, out_row)` over the rows of a contiguous `[rows, len]`
+/// buffer, writing `[rows, len]`, with `k` values per row from `extra`
+/// (`[rows, k]`).
+pub(crate) fn rows_with(
+    data: &[f32],
+    len: usize,
+    extra: &[f32],
+    k: usize,
+    f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let mut out = vec![0f32; data.len()];
+    if data.is_empty() {
+        return out;
+    }
+    let row = |(r, (o, x)): (usize, (&mut [f32], &[f32]))| f(x, &extra[r * k..(r + 1) * k], o);
+    if data.len() < PAR_THRESHOLD {
+        out.chunks_mut(len)
+            .zip(data.chunks(len))
+            .enumerate()
+            .for_each(row);
+    } else {
+        out.par_chunks_mut(len)
+            .zip(data.par_chunks(len))
+            .enumerate()
+            .for_each(row);
+    }
+    out
+}
+
+/// The gradient of `variance(x, correction)` times `g`:
+/// `2 (x - mean) / (n - correction)` (the divisor clamped at 0, like PyTorch).
+fn variance_grad(x: &[f32], g: f32, correction: usize, o: &mut [f32]) {
+    let n = x.len();
+    let mean = kernels::sum_accurate(x) as f64 / n as f64;
+    let k = 2.0 * g as f64 / n.saturating_sub(correction) as f64;
+    for (o, &v) in o.iter_mut().zip(x) {
+        *o = (k * (v as f64 - mean)) as f32;
     }
 }
 

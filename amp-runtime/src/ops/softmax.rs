@@ -1,5 +1,9 @@
 //! `softmax` and `log_softmax`: wide-only. Their outputs depend on differences
 //! between large exponentials that F16 flattens or overflows.
+//!
+//! Both backward rules read the saved output, not the input: with `y` the
+//! output and `g` its gradient, row by row, softmax's is `y (g - Σ g y)` and
+//! log_softmax's is `g - exp(y) Σ g`.
 
 use crate::cpu::kernels;
 use crate::error::Result;
@@ -22,7 +26,16 @@ impl<P: Precision> Tensor<P> {
     where
         P: Wide,
     {
-        self.along_rows(dim, "softmax", softmax_row)
+        self.along_rows(dim, "softmax", softmax_row, |g, y, o| {
+            let dot = g
+                .iter()
+                .zip(y)
+                .map(|(&g, &y)| g as f64 * y as f64)
+                .sum::<f64>() as f32;
+            for (o, (&g, &y)) in o.iter_mut().zip(g.iter().zip(y)) {
+                *o = y * (g - dot);
+            }
+        })
     }
 
     /// `log(softmax(x))` along `dim`, computed directly (no log of a rounded 0).
@@ -30,14 +43,22 @@ impl<P: Precision> Tensor<P> {
     where
         P: Wide,
     {
-        self.along_rows(dim, "log_softmax", log_softmax_row)
+        self.along_rows(dim, "log_softmax", log_softmax_row, |g, y, o| {
+            let total = g.iter().map(|&g| g as f64).sum::<f64>() as f32;
+            for (o, (&g, &y)) in o.iter_mut().zip(g.iter().zip(y)) {
+                *o = g - y.exp() * total;
+            }
+        })
     }
 
+    /// `f(row, out_row)` over the rows along `dim`, recorded with the
+    /// backward `df(g_row, y_row, grad_row)` (`y` the output).
     fn along_rows(
         &self,
         dim: impl Dim,
         op: &'static str,
         f: impl Fn(&[f32], &mut [f32]) + Sync,
+        df: impl Fn(&[f32], &[f32], &mut [f32]) + Send + Sync + 'static,
     ) -> Result<Self>
     where
         P: Wide,
@@ -50,7 +71,15 @@ impl<P: Precision> Tensor<P> {
         let mut moved = self.dims().to_vec();
         let last = moved.remove(d);
         moved.push(last);
-        Self::unmove_last(out, &moved, d)
+        let out = Self::unmove_last(out, &moved, d)?;
+        if !self.will_record() {
+            return Ok(out);
+        }
+        let y = out.detach();
+        Ok(out.grad1(op, self, move |g| {
+            let (y, ..) = y.rows_along(d, true, op)?;
+            g.map_rows_with(d, op, &y, len, &df)
+        }))
     }
 }
 
