@@ -25,6 +25,41 @@
 //! let logits = Tensor::<F16>::zeros([8, 32]);
 //! logits.softmax(-1); // error: `F16` is too narrow for this op
 //! ```
+//!
+//! # Where things are
+//!
+//! - [`macro@autocast`] and [`macro@policy`]: compile-time casting policies;
+//!   [`autocast`] holds the policies, the precision plan and the weight-cast
+//!   cache.
+//! - [`autograd`]: `loss.backward()` and [`autograd::Gradients`]; every op
+//!   has a backward rule, and a cast's backward casts the gradient back.
+//! - [`nn`]: [`nn::Parameter`], [`nn::Module`] and the layers of a
+//!   transformer, each with an `#[autocast]` forward generic in the policy.
+//! - [`optim`]: SGD, Adam and AdamW with F32 master weights, gradient
+//!   clipping and the typed [`optim::GradScaler`].
+//! - [`checkpoint`]: safetensors checkpoints of models, optimizers and
+//!   scalers; [`memory`]: live and peak tensor bytes.
+//!
+//! One training step of an F16 model with F32 master weights:
+//!
+//! ```
+//! use amp::autocast::F16Policy;
+//! use amp::nn::{Init, Mlp, Activation, Module};
+//! use amp::optim::{AdamW, AdamWConfig, GradScaler, clip_grad_norm};
+//! use amp::{Reduction, Tensor, F16, F32};
+//! # fn main() -> amp::Result<()> {
+//! let model = Mlp::<F16>::new(8, 32, Activation::Gelu, &mut Init::new(0));
+//! let mut opt = AdamW::with_master_weights(model.parameters(), AdamWConfig::default())?;
+//! let mut scaler = GradScaler::<F16>::new();
+//! let (x, y) = (Tensor::<F32>::randn([16, 8], 1), Tensor::<F32>::randn([16, 8], 2));
+//! let loss = model.forward::<F16Policy>(&x)?.cast::<F32>().mse_loss(&y, Reduction::Mean)?;
+//! let mut grads = scaler.scale(&loss)?.backward()?.unscale()?;
+//! clip_grad_norm(&mut grads, 1.0)?;
+//! let stepped = grads.step(&mut opt)?;
+//! assert!(stepped.applied());
+//! scaler.update(stepped)?;
+//! # Ok(()) }
+//! ```
 
 /// Runs a function under an autocast policy, decided at compile time.
 ///
