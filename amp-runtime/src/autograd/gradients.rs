@@ -6,6 +6,7 @@ use super::NodeId;
 use super::engine;
 use crate::error::{Error, Result};
 use crate::precision::{DType, F32, Precision};
+use crate::shape::Shape;
 use crate::storage::TensorCore;
 use crate::tensor::Tensor;
 
@@ -14,11 +15,18 @@ use crate::tensor::Tensor;
 pub trait GradLeaf<P: Precision> {
     /// The key of its gradient, `None` if it is not a leaf of any graph.
     fn leaf_id(&self) -> Option<NodeId>;
+
+    /// Its shape (which its gradient has too).
+    fn leaf_shape(&self) -> &Shape;
 }
 
 impl<P: Precision> GradLeaf<P> for Tensor<P> {
     fn leaf_id(&self) -> Option<NodeId> {
         self.is_leaf().then(|| self.grad_id()).flatten()
+    }
+
+    fn leaf_shape(&self) -> &Shape {
+        self.shape()
     }
 }
 
@@ -96,12 +104,10 @@ impl Gradients {
                 "the tensor is not a leaf of any graph; mark it with `.requires_grad()` or use a `Parameter`",
             ));
         };
-        if let Some(old) = self.map.get(&id)
-            && old.shape() != grad.shape()
-        {
+        if leaf.leaf_shape() != grad.shape() {
             return Err(Error::shape_mismatch(
                 "Gradients::set",
-                old.shape(),
+                leaf.leaf_shape(),
                 grad.shape(),
                 "a gradient has its leaf's shape",
             ));

@@ -119,6 +119,10 @@ impl<P: Precision> GradLeaf<P> for Parameter<P> {
     fn leaf_id(&self) -> Option<NodeId> {
         Some(self.id())
     }
+
+    fn leaf_shape(&self) -> &Shape {
+        self.shape()
+    }
 }
 
 impl<P: Precision> fmt::Debug for Parameter<P> {
