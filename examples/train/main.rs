@@ -98,9 +98,6 @@ fn run(cli: Cli) -> Result<(), String> {
                 .into(),
         );
     }
-    if cli.resume.is_some() && cli.precision == Which::All {
-        return Err("--resume continues one run: choose it with --precision f32|f16|bf16".into());
-    }
     let precisions = match cli.precision {
         Which::F32 => Precisions::F32,
         Which::F16 => Precisions::F16,

@@ -87,6 +87,9 @@ pub fn train_and_compare(args: &TrainArgs) -> Result<Outcome, String> {
     if args.steps == 0 || args.batch == 0 {
         return Err("--steps and --batch must be at least 1".into());
     }
+    if args.resume.is_some() && args.precisions == Precisions::All {
+        return Err("--resume continues one run: choose it with --precision f32|f16|bf16".into());
+    }
     let task = build_task(args)?;
     std::fs::create_dir_all(&args.out)
         .map_err(|e| format!("cannot create --out {}: {e}", args.out.display()))?;
