@@ -90,7 +90,9 @@ pub(crate) fn cast<P: Precision, Q: Precision>(t: &Tensor<P>) -> Tensor<Q> {
         core.storage_ptr(),
         core.layout().clone(),
         Q::DTYPE,
-        t.grad_id(),
+        // A cast made under `no_grad` has no graph node even when its
+        // source has one: key it like an untracked tensor's.
+        t.grad_id().filter(|_| crate::autograd::is_grad_enabled()),
     );
     let hit = CACHE.with(|c| {
         let mut c = c.borrow_mut();
