@@ -7,13 +7,12 @@
 //! `p -= lr·weight_decay·p` (decoupled, Loshchilov & Hutter), and decays by
 //! default.
 
-use super::engine::{Engine, Ops, Rule, check_lr, forward_optimizer};
+use super::engine::{Engine, Ops, Rule, check_lr, optimizer_api};
 use super::masters::UpdateInPlace;
 use super::optimizer::UnscaledGradients;
 use crate::error::{Error, Result};
 use crate::nn::Parameter;
-use crate::precision::{F32, Precision};
-use crate::tensor::Tensor;
+use crate::precision::Precision;
 
 /// Hyperparameters of [`Adam`], with PyTorch's defaults (no weight decay).
 ///
@@ -370,50 +369,16 @@ impl<P: Precision> Adam<P> {
             engine: Engine::new(params, config, false)?,
         })
     }
-
-    /// Adam over F16/BF16 parameters with F32 master weights (Apex O2): the
-    /// masters start as the parameters' values, each step updates the
-    /// masters in f32 and rounds them into the parameters once.
-    pub fn with_master_weights(params: Vec<Parameter<P>>, config: AdamConfig) -> Result<Self> {
-        Ok(Adam {
-            engine: Engine::new(params, config, true)?,
-        })
-    }
-
-    /// One update from unscaled gradients: the result of `backward`, or a
-    /// GradScaler's unscaled gradients (scaled ones do not compile).
-    /// Parameters without a gradient are left alone, their moments and step
-    /// count too. Errors (a gradient of the wrong shape) change nothing.
-    pub fn step<G: UnscaledGradients + ?Sized>(&mut self, grads: &G) -> Result<()> {
-        self.engine.step(grads.gradients())
-    }
-
-    /// The hyperparameters (with the current learning rate).
-    pub fn config(&self) -> AdamConfig {
-        self.engine.rule
-    }
-
-    /// The parameters, in the order given.
-    pub fn parameters(&self) -> Vec<Parameter<P>> {
-        self.engine.params()
-    }
-
-    /// A copy of `param`'s F32 master weight; `None` without master weights
-    /// or for a parameter this optimizer does not hold.
-    pub fn master_weight(&self, param: &Parameter<P>) -> Option<Tensor<F32>> {
-        self.engine.master_weight(param)
-    }
-
-    /// Restart the master weights from the parameters' current values: call
-    /// it after changing the parameters outside the optimizer (loading a
-    /// model checkpoint), or the next step would continue from the old
-    /// masters and overwrite the change.
-    pub fn sync_master_weights(&mut self) {
-        self.engine.sync_master_weights()
-    }
 }
 
-forward_optimizer!(Adam);
+optimizer_api!(
+    Adam,
+    AdamConfig,
+    "Adam",
+    masters: [
+
+    ]
+);
 
 impl<P: Precision> AdamW<P> {
     /// AdamW stepping F32 parameters in place.
@@ -429,47 +394,13 @@ impl<P: Precision> AdamW<P> {
             engine: Engine::new(params, config, false)?,
         })
     }
-
-    /// AdamW over F16/BF16 parameters with F32 master weights (Apex O2): the
-    /// masters start as the parameters' values, each step updates the
-    /// masters in f32 and rounds them into the parameters once.
-    pub fn with_master_weights(params: Vec<Parameter<P>>, config: AdamWConfig) -> Result<Self> {
-        Ok(AdamW {
-            engine: Engine::new(params, config, true)?,
-        })
-    }
-
-    /// One update from unscaled gradients: the result of `backward`, or a
-    /// GradScaler's unscaled gradients (scaled ones do not compile).
-    /// Parameters without a gradient are left alone, their moments and step
-    /// count too. Errors (a gradient of the wrong shape) change nothing.
-    pub fn step<G: UnscaledGradients + ?Sized>(&mut self, grads: &G) -> Result<()> {
-        self.engine.step(grads.gradients())
-    }
-
-    /// The hyperparameters (with the current learning rate).
-    pub fn config(&self) -> AdamWConfig {
-        self.engine.rule
-    }
-
-    /// The parameters, in the order given.
-    pub fn parameters(&self) -> Vec<Parameter<P>> {
-        self.engine.params()
-    }
-
-    /// A copy of `param`'s F32 master weight; `None` without master weights
-    /// or for a parameter this optimizer does not hold.
-    pub fn master_weight(&self, param: &Parameter<P>) -> Option<Tensor<F32>> {
-        self.engine.master_weight(param)
-    }
-
-    /// Restart the master weights from the parameters' current values: call
-    /// it after changing the parameters outside the optimizer (loading a
-    /// model checkpoint), or the next step would continue from the old
-    /// masters and overwrite the change.
-    pub fn sync_master_weights(&mut self) {
-        self.engine.sync_master_weights()
-    }
 }
 
-forward_optimizer!(AdamW);
+optimizer_api!(
+    AdamW,
+    AdamWConfig,
+    "AdamW",
+    masters: [
+
+    ]
+);

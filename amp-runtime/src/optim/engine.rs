@@ -529,9 +529,65 @@ impl<'a, E: Element> Piece<'a, E> {
     }
 }
 
-/// `impl Optimizer for $ty<P>` by forwarding to its `engine` field.
-macro_rules! forward_optimizer {
-    ($ty:ident) => {
+/// The public API every optimizer shares — `with_master_weights`, the typed
+/// `step`, `config`, `parameters`, `master_weight`, `sync_master_weights` —
+/// and `impl Optimizer`, all forwarding to the `engine` field. Extra docs
+/// (examples) for `with_master_weights` come in brackets. Each optimizer
+/// writes its own `new`, so that the compile error for F16 parameters points
+/// at a plain `where P: UpdateInPlace` rather than into this macro; for the
+/// same reason names in `step`'s bound are the caller's imports.
+macro_rules! optimizer_api {
+    ($ty:ident, $config:ty, $name:literal, masters: [$(#[$masters_doc:meta])*]) => {
+        impl<P: $crate::precision::Precision> $ty<P> {
+            #[doc = concat!($name, " over F16/BF16 parameters with F32 master weights (Apex O2): the")]
+            /// masters start as the parameters' values, each step updates the
+            /// masters in f32 and rounds them into the parameters once.
+            $(#[$masters_doc])*
+            pub fn with_master_weights(
+                params: Vec<$crate::nn::Parameter<P>>,
+                config: $config,
+            ) -> $crate::error::Result<Self> {
+                Ok($ty {
+                    engine: Engine::new(params, config, true)?,
+                })
+            }
+
+            /// One update from unscaled gradients: the result of `backward`, or a
+            /// GradScaler's unscaled gradients (scaled ones do not compile).
+            /// Parameters without a gradient are left alone, their state too.
+            /// Errors (a gradient of the wrong shape) change nothing.
+            pub fn step<G: UnscaledGradients + ?Sized>(&mut self, grads: &G) -> Result<()> {
+                self.engine.step(grads.gradients())
+            }
+
+            /// The hyperparameters (with the current learning rate).
+            pub fn config(&self) -> $config {
+                self.engine.rule
+            }
+
+            /// The parameters, in the order given.
+            pub fn parameters(&self) -> Vec<$crate::nn::Parameter<P>> {
+                self.engine.params()
+            }
+
+            /// A copy of `param`'s F32 master weight; `None` without master weights
+            /// or for a parameter this optimizer does not hold.
+            pub fn master_weight(
+                &self,
+                param: &$crate::nn::Parameter<P>,
+            ) -> Option<$crate::tensor::Tensor<$crate::precision::F32>> {
+                self.engine.master_weight(param)
+            }
+
+            /// Restart the master weights from the parameters' current values: call
+            /// it after changing the parameters outside the optimizer (loading a
+            /// model checkpoint), or the next step would continue from the old
+            /// masters and overwrite the change.
+            pub fn sync_master_weights(&mut self) {
+                self.engine.sync_master_weights()
+            }
+        }
+
         impl<P: $crate::precision::Precision> $crate::optim::Optimizer for $ty<P> {
             fn step_gradients(
                 &mut self,
@@ -573,4 +629,4 @@ macro_rules! forward_optimizer {
     };
 }
 
-pub(crate) use forward_optimizer;
+pub(crate) use optimizer_api;

@@ -1,13 +1,12 @@
 //! [`Sgd`]: stochastic gradient descent with momentum, PyTorch's
 //! `torch.optim.SGD`.
 
-use super::engine::{Engine, Ops, Rule, check_lr, forward_optimizer};
+use super::engine::{Engine, Ops, Rule, check_lr, optimizer_api};
 use super::masters::UpdateInPlace;
 use super::optimizer::UnscaledGradients;
 use crate::error::{Error, Result};
 use crate::nn::Parameter;
-use crate::precision::{F32, Precision};
-use crate::tensor::Tensor;
+use crate::precision::Precision;
 
 /// Hyperparameters of [`Sgd`], with PyTorch's defaults.
 ///
@@ -198,10 +197,13 @@ impl<P: Precision> Sgd<P> {
             engine: Engine::new(params, config, false)?,
         })
     }
+}
 
-    /// SGD over F16/BF16 parameters with F32 master weights (Apex O2): the
-    /// masters start as the parameters' values, each step updates the
-    /// masters in f32 and rounds them into the parameters once.
+optimizer_api!(
+    Sgd,
+    SgdConfig,
+    "SGD",
+    masters: [
     ///
     /// ```
     /// use amp::nn::Parameter;
@@ -221,43 +223,5 @@ impl<P: Precision> Sgd<P> {
     /// assert!(w.value().to_f32_vec()[0] < 1.0);
     /// # Ok(()) }
     /// ```
-    pub fn with_master_weights(params: Vec<Parameter<P>>, config: SgdConfig) -> Result<Self> {
-        Ok(Sgd {
-            engine: Engine::new(params, config, true)?,
-        })
-    }
-
-    /// One update from unscaled gradients: the result of `backward`, or a
-    /// GradScaler's unscaled gradients (scaled ones do not compile).
-    /// Parameters without a gradient are left alone. Errors (a gradient of
-    /// the wrong shape) change nothing.
-    pub fn step<G: UnscaledGradients + ?Sized>(&mut self, grads: &G) -> Result<()> {
-        self.engine.step(grads.gradients())
-    }
-
-    /// The hyperparameters (with the current learning rate).
-    pub fn config(&self) -> SgdConfig {
-        self.engine.rule
-    }
-
-    /// The parameters, in the order given.
-    pub fn parameters(&self) -> Vec<Parameter<P>> {
-        self.engine.params()
-    }
-
-    /// A copy of `param`'s F32 master weight; `None` without master weights
-    /// or for a parameter this optimizer does not hold.
-    pub fn master_weight(&self, param: &Parameter<P>) -> Option<Tensor<F32>> {
-        self.engine.master_weight(param)
-    }
-
-    /// Restart the master weights from the parameters' current values: call
-    /// it after changing the parameters outside the optimizer (loading a
-    /// model checkpoint), or the next step would continue from the old
-    /// masters and overwrite the change.
-    pub fn sync_master_weights(&mut self) {
-        self.engine.sync_master_weights()
-    }
-}
-
-forward_optimizer!(Sgd);
+    ]
+);
