@@ -3,24 +3,9 @@
 
 mod common;
 
-use amp::{AttentionOptions, BF16, Conv2dOptions, F16, F32, Result, Tensor};
-use common::gradcheck::check_all;
+use amp::{AttentionOptions, Conv2dOptions, F16, F32, Tensor};
+use common::gradcheck::check_all_precisions;
 use common::{Arr, assert_close, seed};
-
-/// [`check_all`] with one body written once for the three precisions (the
-/// body is generic code over `xs: &[Tensor<P>]`).
-macro_rules! check_all {
-    ($what:expr, $inputs:expr, |$xs:ident| $body:expr, $seed:expr) => {
-        check_all(
-            &$what,
-            &$inputs,
-            move |$xs: &[Tensor<F32>]| -> Result<Tensor<F32>> { $body },
-            move |$xs: &[Tensor<F16>]| -> Result<Tensor<F16>> { $body },
-            move |$xs: &[Tensor<BF16>]| -> Result<Tensor<BF16>> { $body },
-            $seed,
-        )
-    };
-}
 
 fn randn_all(dims: &[&[usize]], seed: u64) -> Vec<Tensor<F32>> {
     dims.iter()
@@ -48,7 +33,7 @@ fn matmul_every_shape_form() {
     ];
     for (i, (a, b)) in cases.iter().enumerate() {
         let xs = randn_all(&[a, b], s + 10 * i as u64);
-        check_all!(
+        check_all_precisions!(
             format!("matmul {a:?} x {b:?}"),
             xs,
             |xs| xs[0].matmul(&xs[1]),
@@ -63,14 +48,14 @@ fn matmul_of_transposed_views() {
     // Leaves stored transposed: the products read strided views, and the
     // gradients must still come back in the leaves' own layout.
     let xs = randn_all(&[&[4, 3], &[2, 4]], s);
-    check_all!(
+    check_all_precisions!(
         "matmul of two transposed views",
         xs,
         |xs| xs[0].t()?.matmul(&xs[1].t()?),
         s
     );
     let xs = randn_all(&[&[2, 4, 3], &[5, 4]], s + 1);
-    check_all!(
+    check_all_precisions!(
         "batched matmul of permuted and narrowed views",
         xs,
         |xs| xs[0]
@@ -84,14 +69,14 @@ fn matmul_of_transposed_views() {
 fn bmm_gradients() {
     let s = seed();
     let xs = randn_all(&[&[2, 3, 4], &[2, 4, 2]], s);
-    check_all!("bmm", xs, |xs| xs[0].bmm(&xs[1]), s);
+    check_all_precisions!("bmm", xs, |xs| xs[0].bmm(&xs[1]), s);
 }
 
 #[test]
 fn a_matmul_operand_used_twice_sums_its_gradients() {
     let s = seed();
     let xs = randn_all(&[&[3, 3]], s);
-    check_all!("x·x", xs, |xs| xs[0].matmul(&xs[0]), s);
+    check_all_precisions!("x·x", xs, |xs| xs[0].matmul(&xs[0]), s);
 }
 
 // ---- linear --------------------------------------------------------------------------
@@ -101,13 +86,13 @@ fn linear_with_and_without_bias() {
     let s = seed();
     for (i, x) in [&[4][..], &[3, 4], &[2, 3, 4]].into_iter().enumerate() {
         let xs = randn_all(&[x, &[5, 4], &[5]], s + 10 * i as u64);
-        check_all!(
+        check_all_precisions!(
             format!("linear {x:?} with bias"),
             xs,
             |xs| xs[0].linear(&xs[1], Some(&xs[2])),
             s
         );
-        check_all!(
+        check_all_precisions!(
             format!("linear {x:?} without bias"),
             xs[..2],
             |xs| xs[0].linear(&xs[1], None),
@@ -116,7 +101,7 @@ fn linear_with_and_without_bias() {
     }
     // A transposed input view.
     let xs = randn_all(&[&[4, 3], &[2, 4], &[2]], s + 100);
-    check_all!(
+    check_all_precisions!(
         "linear of a transposed input",
         xs,
         |xs| xs[0].t()?.linear(&xs[1], Some(&xs[2])),
@@ -149,13 +134,13 @@ fn conv2d_every_option() {
     for (i, &(x, w, o)) in cases.iter().enumerate() {
         let out_channels = [w[0]];
         let xs = randn_all(&[x, w, &out_channels], s + 10 * i as u64);
-        check_all!(
+        check_all_precisions!(
             format!("conv2d {x:?} * {w:?} {o:?} with bias"),
             xs,
             |xs| xs[0].conv2d(&xs[1], Some(&xs[2]), o),
             s
         );
-        check_all!(
+        check_all_precisions!(
             format!("conv2d {x:?} * {w:?} {o:?} without bias"),
             xs[..2],
             |xs| xs[0].conv2d(&xs[1], None, o),
@@ -170,7 +155,7 @@ fn conv2d_every_option() {
         groups: 2,
     };
     let xs = randn_all(&[&[1, 2, 5, 6], &[4, 1, 2, 2], &[4]], s + 100);
-    check_all!(
+    check_all_precisions!(
         "conv2d of a transposed input, anisotropic options",
         xs,
         |xs| xs[0].transpose(2, 3)?.conv2d(&xs[1], Some(&xs[2]), o),
@@ -277,7 +262,7 @@ fn attention_with_and_without_causal_mask() {
         for causal in [false, true] {
             for scale in [None, Some(0.7)] {
                 let o = AttentionOptions { causal, scale };
-                check_all!(
+                check_all_precisions!(
                     format!("attention {q:?} {k:?} {v:?} {o:?}"),
                     xs,
                     |xs| xs[0].scaled_dot_product_attention(&xs[1], &xs[2], o),
@@ -297,7 +282,7 @@ fn attention_of_transposed_views() {
         causal: true,
         scale: None,
     };
-    check_all!(
+    check_all_precisions!(
         "attention of transposed views",
         xs,
         |xs| xs[0].transpose(1, 2)?.scaled_dot_product_attention(

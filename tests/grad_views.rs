@@ -4,23 +4,9 @@
 
 mod common;
 
-use amp::{BF16, F16, F32, Precision, Result, Tensor};
-use common::gradcheck::check_all;
+use amp::{BF16, F16, F32, Precision, Tensor};
+use common::gradcheck::check_all_precisions;
 use common::{Arr, assert_close, seed};
-
-/// [`check_all`] with one body written once for the three precisions.
-macro_rules! check_all {
-    ($what:expr, $inputs:expr, |$xs:ident| $body:expr, $seed:expr) => {
-        check_all(
-            &$what,
-            &$inputs,
-            move |$xs: &[Tensor<F32>]| -> Result<Tensor<F32>> { $body },
-            move |$xs: &[Tensor<F16>]| -> Result<Tensor<F16>> { $body },
-            move |$xs: &[Tensor<BF16>]| -> Result<Tensor<BF16>> { $body },
-            $seed,
-        )
-    };
-}
 
 fn one(dims: &[usize], seed: u64) -> [Tensor<F32>; 1] {
     [Tensor::randn(dims.to_vec(), seed)]
@@ -30,11 +16,11 @@ fn one(dims: &[usize], seed: u64) -> [Tensor<F32>; 1] {
 fn reshape_family() {
     let s = seed();
     let xs = one(&[2, 3, 4], s);
-    check_all!("reshape", xs, |xs| xs[0].reshape([6, 4]), s);
-    check_all!("reshape_infer", xs, |xs| xs[0].reshape_infer(&[4, -1]), s);
-    check_all!("flatten_all", xs, |xs| xs[0].flatten_all(), s);
+    check_all_precisions!("reshape", xs, |xs| xs[0].reshape([6, 4]), s);
+    check_all_precisions!("reshape_infer", xs, |xs| xs[0].reshape_infer(&[4, -1]), s);
+    check_all_precisions!("flatten_all", xs, |xs| xs[0].flatten_all(), s);
     // Reshaping a non-contiguous view copies; the gradient must follow.
-    check_all!(
+    check_all_precisions!(
         "reshape of a transposed view",
         xs,
         |xs| xs[0].transpose(0, 2)?.reshape([4, 6]),
@@ -46,11 +32,11 @@ fn reshape_family() {
 fn transpose_t_permute() {
     let s = seed();
     let xs = one(&[2, 3, 4], s);
-    check_all!("transpose", xs, |xs| xs[0].transpose(0, 2), s);
-    check_all!("t", xs, |xs| xs[0].t(), s);
-    check_all!("permute", xs, |xs| xs[0].permute(&[1, 2, 0]), s);
+    check_all_precisions!("transpose", xs, |xs| xs[0].transpose(0, 2), s);
+    check_all_precisions!("t", xs, |xs| xs[0].t(), s);
+    check_all_precisions!("permute", xs, |xs| xs[0].permute(&[1, 2, 0]), s);
     // Composed permutations: the inverse must be applied, not the permutation.
-    check_all!(
+    check_all_precisions!(
         "permute twice",
         xs,
         |xs| xs[0].permute(&[2, 0, 1])?.permute(&[2, 0, 1]),
@@ -62,13 +48,13 @@ fn transpose_t_permute() {
 fn narrow_slice_select() {
     let s = seed();
     let xs = one(&[3, 5, 4], s);
-    check_all!("narrow", xs, |xs| xs[0].narrow(1, 1, 3), s);
-    check_all!("narrow of the last dim", xs, |xs| xs[0].narrow(-1, 2, 2), s);
-    check_all!("slice", xs, |xs| xs[0].slice(0, 1..), s);
-    check_all!("slice inclusive", xs, |xs| xs[0].slice(2, ..=1), s);
-    check_all!("select", xs, |xs| xs[0].select(1, 3), s);
-    check_all!("select of the first dim", xs, |xs| xs[0].select(0, 2), s);
-    check_all!(
+    check_all_precisions!("narrow", xs, |xs| xs[0].narrow(1, 1, 3), s);
+    check_all_precisions!("narrow of the last dim", xs, |xs| xs[0].narrow(-1, 2, 2), s);
+    check_all_precisions!("slice", xs, |xs| xs[0].slice(0, 1..), s);
+    check_all_precisions!("slice inclusive", xs, |xs| xs[0].slice(2, ..=1), s);
+    check_all_precisions!("select", xs, |xs| xs[0].select(1, 3), s);
+    check_all_precisions!("select of the first dim", xs, |xs| xs[0].select(0, 2), s);
+    check_all_precisions!(
         "narrow of a transposed view",
         xs,
         |xs| xs[0].transpose(0, 1)?.narrow(0, 2, 2)?.select(2, 1),
@@ -80,12 +66,12 @@ fn narrow_slice_select() {
 fn unsqueeze_squeeze_broadcast() {
     let s = seed();
     let xs = one(&[3, 4], s);
-    check_all!("unsqueeze", xs, |xs| xs[0].unsqueeze(1), s);
-    check_all!("unsqueeze at the end", xs, |xs| xs[0].unsqueeze(-1), s);
+    check_all_precisions!("unsqueeze", xs, |xs| xs[0].unsqueeze(1), s);
+    check_all_precisions!("unsqueeze at the end", xs, |xs| xs[0].unsqueeze(-1), s);
     let xs = one(&[3, 1, 4], s + 1);
-    check_all!("squeeze", xs, |xs| xs[0].squeeze(1), s);
-    check_all!("broadcast_to", xs, |xs| xs[0].broadcast_to([2, 3, 5, 4]), s);
-    check_all!(
+    check_all_precisions!("squeeze", xs, |xs| xs[0].squeeze(1), s);
+    check_all_precisions!("broadcast_to", xs, |xs| xs[0].broadcast_to([2, 3, 5, 4]), s);
+    check_all_precisions!(
         "broadcast_to of a transposed view",
         xs,
         |xs| xs[0].t()?.broadcast_to([2, 3, 4, 1]),
@@ -101,29 +87,29 @@ fn cat_and_stack() {
         Tensor::randn([2, 1], s + 1),
         Tensor::randn([2, 4], s + 2),
     ];
-    check_all!("cat", xs, |xs| Tensor::cat(&[&xs[0], &xs[1], &xs[2]], 1), s);
-    check_all!(
+    check_all_precisions!("cat", xs, |xs| Tensor::cat(&[&xs[0], &xs[1], &xs[2]], 1), s);
+    check_all_precisions!(
         "cat with a repeated input",
         xs,
         |xs| Tensor::cat(&[&xs[0], &xs[2], &xs[0]], -1),
         s
     );
     let xs = [Tensor::randn([2, 3], s + 3), Tensor::randn([2, 3], s + 4)];
-    check_all!(
+    check_all_precisions!(
         "cat along dim 0",
         xs,
         |xs| Tensor::cat(&[&xs[0], &xs[1]], 0),
         s
     );
     for dim in 0..=2 {
-        check_all!(
+        check_all_precisions!(
             format!("stack along {dim}"),
             xs,
             |xs| Tensor::stack(&[&xs[0], &xs[1], &xs[0]], dim),
             s
         );
     }
-    check_all!(
+    check_all_precisions!(
         "stack of transposed views",
         xs,
         |xs| Tensor::stack(&[&xs[0].t()?, &xs[1].t()?], 1),

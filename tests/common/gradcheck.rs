@@ -158,3 +158,23 @@ pub fn check_all(
     check_low::<F16>(what, inputs, f32, f16, seed);
     check_low::<BF16>(what, inputs, f32, bf16, seed);
 }
+
+/// [`check_all`] with one body written once for the three precisions (the
+/// body is generic code over `xs: &[Tensor<P>]`):
+/// `check_all_precisions!("op", inputs, |xs| xs[0].relu(), seed)`.
+#[allow(unused_macros)]
+macro_rules! check_all_precisions {
+    ($what:expr, $inputs:expr, |$xs:ident| $body:expr, $seed:expr) => {
+        $crate::common::gradcheck::check_all(
+            &$what,
+            &$inputs,
+            move |$xs: &[amp::Tensor<amp::F32>]| -> amp::Result<amp::Tensor<amp::F32>> { $body },
+            move |$xs: &[amp::Tensor<amp::F16>]| -> amp::Result<amp::Tensor<amp::F16>> { $body },
+            move |$xs: &[amp::Tensor<amp::BF16>]| -> amp::Result<amp::Tensor<amp::BF16>> { $body },
+            $seed,
+        )
+    };
+}
+
+#[allow(unused_imports)]
+pub(crate) use check_all_precisions;
