@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use criterion::Bencher;
 
 /// Per-benchmark sample times (seconds per iteration), from criterion's own
-/// samples.
+/// samples or from single timed calls ([`Recorder::time`]).
 #[derive(Default)]
 pub struct Recorder {
     samples: Mutex<BTreeMap<String, Vec<f64>>>,
@@ -24,17 +24,34 @@ impl Recorder {
                 std::hint::black_box(f());
             }
             let elapsed = start.elapsed();
-            self.samples
-                .lock()
-                .unwrap()
-                .entry(name.to_string())
-                .or_default()
-                .push(elapsed.as_secs_f64() / iters as f64);
+            self.push(name, elapsed.as_secs_f64() / iters as f64);
             elapsed
         });
     }
 
-    /// Best (lowest) seconds per iteration over criterion's samples of
+    /// Time one call of `f`, remembering it under `name`. For benches that
+    /// run several candidates in turn inside one criterion iteration, so
+    /// that load from other tenants, which drifts over a run, weighs on
+    /// each candidate alike instead of on whichever ran at the time.
+    /// `f`'s output is returned, so it is freed outside the timing: drop it
+    /// inside `f` to count its freeing, as [`Recorder::iter`] does.
+    pub fn time<O>(&self, name: &str, f: impl FnOnce() -> O) -> O {
+        let start = Instant::now();
+        let out = std::hint::black_box(f());
+        self.push(name, start.elapsed().as_secs_f64());
+        out
+    }
+
+    fn push(&self, name: &str, seconds: f64) {
+        self.samples
+            .lock()
+            .unwrap()
+            .entry(name.to_string())
+            .or_default()
+            .push(seconds);
+    }
+
+    /// Best (lowest) seconds per iteration over the samples of
     /// `name` (None if it never ran, e.g. filtered out on the command line).
     /// On a shared machine other tenants only ever add time, so the best
     /// sample is the steadiest basis for a ratio; criterion's own report
@@ -52,6 +69,40 @@ pub fn quick_criterion() -> criterion::Criterion {
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(2))
         .configure_from_args()
+}
+
+/// Keep freed memory mapped for the rest of the process (glibc; elsewhere
+/// nothing), so that a benchmark whose every iteration allocates and frees
+/// tens of MB measures its work, not the allocator's heuristics.
+///
+/// By default glibc returns the top of the heap to the kernel once more than
+/// `2 ×` the largest recent large allocation is free, and each page of the
+/// next allocation then faults back in (zero-filled by the kernel). Whether
+/// that happens every iteration depends on the sizes involved: in the unscale
+/// bench, the F32 outputs of 15.7 M gradients were handed back and refaulted
+/// every iteration (15 K page faults, two thirds of the time in the kernel)
+/// while memcpy's slightly smaller buffers were not. With this, neither side
+/// pays for page faults (as under a caching allocator). Single allocations
+/// above 32 MiB, glibc's most for its mmap threshold, still map fresh
+/// memory.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::ffi::c_int;
+        // glibc's `mallopt` parameters (malloc.h).
+        const M_TRIM_THRESHOLD: c_int = -1;
+        const M_MMAP_THRESHOLD: c_int = -3;
+        unsafe extern "C" {
+            fn mallopt(param: c_int, value: c_int) -> c_int;
+        }
+        // SAFETY: `mallopt` is glibc's documented tuning call, MT-safe (it
+        // takes the arena lock); the arguments are plain integers in its
+        // documented ranges (an mmap threshold of at most 32 MiB).
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 32 << 20);
+            mallopt(M_TRIM_THRESHOLD, c_int::MAX);
+        }
+    }
 }
 
 /// One line describing the machine, for the figures' provenance.
