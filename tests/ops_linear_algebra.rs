@@ -462,3 +462,33 @@ all_precisions!(
     conv2d,
     attention,
 );
+
+/// Large batched F32 products take the GEMM's one-call, all-threads path (each
+/// matrix ≥ 512³ of work); check sampled entries of a batch of two, with a
+/// transposed right operand, against f64 dot products.
+#[test]
+fn matmul_large_batched_f32() {
+    let s = seed();
+    let (b, m, k, n) = (2, 512, 520, 512);
+    let a = Tensor::<F32>::randn([b, m, k], s);
+    let bt = Tensor::<F32>::randn([b, n, k], s + 1);
+    let c = a.matmul(&bt.transpose(1, 2).unwrap()).unwrap();
+    assert_eq!(c.dims(), &[b, m, n]);
+    let (av, bv, cv) = (a.to_vec(), bt.to_vec(), c.to_vec());
+    let mut rng = common::Rng::new(s);
+    let (mut num, mut den) = (0f64, 0f64);
+    for _ in 0..256 {
+        let (bi, i, j) = (rng.below(b), rng.below(m), rng.below(n));
+        let dot: f64 = (0..k)
+            .map(|p| av[(bi * m + i) * k + p] as f64 * bv[(bi * n + j) * k + p] as f64)
+            .sum();
+        num += (cv[(bi * m + i) * n + j] as f64 - dot).powi(2);
+        den += dot * dot;
+    }
+    let err = (num / den).sqrt();
+    assert!(
+        err < 1e-5,
+        "batched 512³ matmul: relative error {err:.2e}; {}",
+        repro(s)
+    );
+}
