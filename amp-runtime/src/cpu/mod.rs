@@ -7,6 +7,7 @@
 mod convert;
 pub(crate) mod gemm;
 pub(crate) mod kernels;
+pub(crate) mod math;
 mod storage;
 
 pub use convert::Element;

@@ -14,7 +14,7 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 use rand::{Rng, SeedableRng};
 
 use crate::autograd::is_grad_enabled;
-use crate::cpu::kernels;
+use crate::cpu::{kernels, math};
 use crate::error::{Error, Result};
 use crate::precision::{F32, Precision, SamePrecision, Wide};
 use crate::shape::Shape;
@@ -301,18 +301,12 @@ impl<P: Precision> Tensor<P> {
         )
     }
 
-    /// GELU with the exact erf form (PyTorch's default `approximate='none'`).
+    /// GELU with the exact erf form (PyTorch's default `approximate='none'`):
+    /// `x Φ(x)`, Φ the standard normal distribution.
     pub fn gelu(&self) -> Self {
-        use std::f32::consts::FRAC_1_SQRT_2;
-        // 1/sqrt(2 pi): the standard normal density's factor.
-        const INV_SQRT_2PI: f32 = 0.398_942_3;
-        self.unary(
-            "gelu",
-            // `1 + erf(z)` written as `erfc(-z)`: no cancellation for negative x.
-            |x| 0.5 * x * libm::erfcf(-x * FRAC_1_SQRT_2),
-            // Φ(x) + x φ(x).
-            |x| 0.5 * libm::erfcf(-x * FRAC_1_SQRT_2) + x * INV_SQRT_2PI * (-0.5 * x * x).exp(),
-        )
+        // `math` computes Φ from x directly, branch-free so the loop
+        // vectorizes, and without `1 + erf` cancelling for negative x.
+        self.unary("gelu", math::gelu, math::gelu_grad)
     }
 
     /// GELU with the tanh approximation (`approximate='tanh'`).
