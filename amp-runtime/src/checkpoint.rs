@@ -11,6 +11,10 @@
 //! the target); a load checks the whole file before trusting any size in it,
 //! and a corrupt or foreign file is an [`Error::Checkpoint`], never a panic.
 //!
+//! A state is host data: tensors on a GPU are copied to the host when they
+//! are inserted, and loading into parameters on a GPU copies the values
+//! there (the file format does not know about devices).
+//!
 //! ```
 //! use amp::checkpoint::StateDict;
 //! use amp::{Tensor, F16};
@@ -41,6 +45,7 @@ use half::{bf16, f16};
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
 use crate::cpu::CpuStorage;
+use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::nn::{Module, Parameter};
 use crate::precision::{DType, Precision};
@@ -68,9 +73,13 @@ impl StateDict {
     }
 
     /// Store `tensor` under `name` (replacing any previous one).
+    ///
+    /// A tensor on a GPU is copied to the host, which waits for the GPU (a
+    /// device failure there panics with the driver's message: this method
+    /// returns no `Result`).
     pub fn insert<P: Precision>(&mut self, name: impl Into<String>, tensor: &Tensor<P>) {
         self.tensors
-            .insert(name.into(), tensor.detach().contiguous().into_core());
+            .insert(name.into(), on_host(tensor.detach().into_core()));
     }
 
     /// The tensor stored under `name`, which must have precision `P` and
@@ -526,12 +535,30 @@ impl StateDict {
             }
             return Err(checkpoint_error(OP, self.source_path(), msg));
         }
+        // Every value goes to its parameter's device before any parameter
+        // changes, so a failed upload leaves the module as it was.
+        let mut placed = Vec::with_capacity(values.len());
         for (p, v) in values {
+            let device = p.value().device();
+            placed.push((p, Tensor::<P>::from_core(v.core().to_device(device)?)));
+        }
+        for (p, v) in placed {
             // Cannot fail: the shapes were checked above.
             p.set(v)?;
         }
         Ok(())
     }
+}
+
+/// A contiguous host copy of `core` (itself when it already is one).
+fn on_host(core: TensorCore) -> TensorCore {
+    #[cfg(feature = "cuda")]
+    if core.device().is_cuda() {
+        // The download is contiguous already.
+        return crate::storage::device_op(core.to_device(Device::Cpu));
+    }
+    debug_assert_eq!(core.device(), Device::Cpu);
+    core.contiguous()
 }
 
 /// Save every parameter of `module` to `path` (names as [`Module::visit`]

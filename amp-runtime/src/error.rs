@@ -98,6 +98,15 @@ pub enum Error {
         /// What was wrong and how to fix it.
         msg: String,
     },
+    /// A CUDA failure: no driver or GPU, NVRTC missing, a kernel that did not
+    /// compile or launch, device memory exhausted.
+    #[error("{op}: CUDA: {msg}")]
+    Cuda {
+        /// The op that failed.
+        op: &'static str,
+        /// What failed and how to fix it.
+        msg: String,
+    },
     /// A checkpoint file that is not a safetensors file amp can read, or a
     /// checkpoint whose tensors do not fit the model they are loaded into.
     #[error("{op}: checkpoint `{path}`: {msg}")]

@@ -8,6 +8,8 @@ pub mod autocast;
 pub mod autograd;
 pub mod checkpoint;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod device;
 mod error;
 pub mod memory;

@@ -21,6 +21,9 @@ use crate::shape::{Layout, Shape};
 pub enum Storage {
     /// Host memory.
     Cpu(CpuStorage),
+    /// GPU memory (feature `cuda`).
+    #[cfg(feature = "cuda")]
+    Cuda(crate::cuda::CudaStorage),
 }
 
 impl Storage {
@@ -28,6 +31,8 @@ impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => Device::Cuda(s.ordinal()),
         }
     }
 
@@ -35,6 +40,17 @@ impl Storage {
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => s.dtype(),
+        }
+    }
+
+    /// Number of elements.
+    fn len(&self) -> usize {
+        match self {
+            Storage::Cpu(s) => s.len(),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(s) => s.len(),
         }
     }
 }
@@ -66,9 +82,7 @@ pub(crate) struct Buffer {
 
 impl Buffer {
     fn new(storage: Storage) -> Self {
-        let bytes = match &storage {
-            Storage::Cpu(s) => s.len() * s.dtype().size_in_bytes(),
-        };
+        let bytes = storage.len() * storage.dtype().size_in_bytes();
         let live = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
         PEAK.fetch_max(live, Ordering::Relaxed);
         Buffer { storage, bytes }
@@ -143,6 +157,50 @@ impl TensorCore {
     fn cpu(&self) -> &CpuStorage {
         match &self.storage.storage {
             Storage::Cpu(s) => s,
+            // Ops dispatch CUDA tensors to device code (or move them to the
+            // host explicitly) before reaching host kernels.
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(_) => panic!(
+                "internal: host code reached a tensor on {}; please report this as an amp bug",
+                self.device()
+            ),
+        }
+    }
+
+    /// The device buffer, when the tensor is on a GPU.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cuda_storage(&self) -> Option<&crate::cuda::CudaStorage> {
+        match &self.storage.storage {
+            Storage::Cuda(s) => Some(s),
+            Storage::Cpu(_) => None,
+        }
+    }
+
+    /// The elements a contiguous host core addresses, as an owned buffer.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn cpu_storage_range(&self) -> CpuStorage {
+        let l = &self.layout;
+        self.cpu().slice(l.offset(), l.shape().numel())
+    }
+
+    /// The same values on `device` (a copy; `self` when already there).
+    pub(crate) fn to_device(&self, device: Device) -> Result<Self> {
+        if self.device() == device {
+            return Ok(self.clone());
+        }
+        match (self.device(), device) {
+            #[cfg(feature = "cuda")]
+            (Device::Cpu, Device::Cuda(n)) => crate::cuda::ops::upload(self, n),
+            #[cfg(feature = "cuda")]
+            (Device::Cuda(_), Device::Cpu) => crate::cuda::ops::download(self),
+            #[cfg(feature = "cuda")]
+            (Device::Cuda(_), Device::Cuda(n)) => {
+                crate::cuda::ops::upload(&crate::cuda::ops::download(self)?, n)
+            }
+            #[cfg(feature = "cuda")]
+            (Device::Cpu, Device::Cpu) => Ok(self.clone()),
+            #[cfg(not(feature = "cuda"))]
+            _ => Err(crate::device::not_built("to_device")),
         }
     }
 
@@ -159,6 +217,11 @@ impl TensorCore {
 
     /// Elements in row-major order as f32: borrowed when already contiguous F32.
     pub(crate) fn contiguous_f32(&self) -> Cow<'_, [f32]> {
+        #[cfg(feature = "cuda")]
+        if self.cuda_storage().is_some() {
+            let host = device_op(self.to_device(Device::Cpu));
+            return Cow::Owned(host.contiguous_f32().into_owned());
+        }
         let l = &self.layout;
         let n = l.shape().numel();
         if let (CpuStorage::F32(v), true) = (self.cpu(), l.is_contiguous()) {
@@ -200,6 +263,10 @@ impl TensorCore {
     /// A contiguous copy (or `self` when already contiguous with offset 0 and no
     /// slack in its storage).
     pub(crate) fn contiguous(&self) -> Self {
+        #[cfg(feature = "cuda")]
+        if self.cuda_storage().is_some() {
+            return device_op(crate::cuda::ops::contiguous(self, "contiguous"));
+        }
         let l = &self.layout;
         let n = l.shape().numel();
         if l.is_contiguous() && l.offset() == 0 && self.cpu().len() == n {
@@ -215,6 +282,10 @@ impl TensorCore {
 
     /// Convert to another dtype (a new buffer; callers skip this when equal).
     pub(crate) fn cast(&self, dtype: DType) -> Self {
+        #[cfg(feature = "cuda")]
+        if self.cuda_storage().is_some() {
+            return device_op(crate::cuda::ops::cast(self, dtype));
+        }
         let c = self.contiguous();
         let l = c.layout();
         let range = l.offset()..l.offset() + l.shape().numel();
@@ -232,6 +303,10 @@ impl TensorCore {
 
     /// Elements as a typed vector in row-major order.
     pub(crate) fn to_vec<T: Element>(&self) -> Vec<T> {
+        #[cfg(feature = "cuda")]
+        if self.cuda_storage().is_some() {
+            return device_op(self.to_device(Device::Cpu)).to_vec();
+        }
         let c = self.contiguous();
         let l = c.layout();
         c.cpu_slice::<T>()[l.offset()..l.offset() + l.shape().numel()].to_vec()
@@ -251,6 +326,15 @@ impl TensorCore {
         }
         Ok(())
     }
+}
+
+/// The result of a device operation behind an infallible signature (`cast`,
+/// `contiguous`, reading values out). A device failure there (the GPU lost,
+/// memory exhausted) has no `Result` to travel in, so it stops the program
+/// with the driver's message.
+#[cfg(feature = "cuda")]
+pub(crate) fn device_op<T>(r: Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Row-major copy of a strided view, row by row, on several threads when large.

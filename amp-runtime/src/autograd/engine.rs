@@ -40,11 +40,14 @@ impl<P: Precision> Tensor<P> {
                 ),
             ));
         }
-        self.backward_with(&Tensor::ones(self.shape().clone()))
+        // The seed lives where the loss does, so every gradient stays on the
+        // device of its tensor.
+        self.backward_with(&Tensor::full_on(1.0, self.shape().clone(), self.device())?)
     }
 
-    /// Backward from a given gradient of this tensor (same shape), for
-    /// non-scalar outputs (`tensor.backward(gradient)` in PyTorch).
+    /// Backward from a given gradient of this tensor (same shape, same
+    /// device), for non-scalar outputs (`tensor.backward(gradient)` in
+    /// PyTorch).
     pub fn backward_with(&self, grad: &Tensor<P>) -> Result<Gradients> {
         if grad.shape() != self.shape() {
             return Err(Error::shape_mismatch(
@@ -54,6 +57,7 @@ impl<P: Precision> Tensor<P> {
                 "the gradient must have the output's shape",
             ));
         }
+        self.core().same_device(grad.core(), "backward_with")?;
         let Some(root) = self.node() else {
             return Err(Error::invalid(
                 "backward",
@@ -128,7 +132,17 @@ fn run(root: &Arc<GradNode>, seed: TensorCore) -> Result<Gradients> {
             }
             match pending.remove(&input.id) {
                 Some(prev) => {
-                    pending.insert(input.id, add(&prev, &g));
+                    if prev.device() != g.device() {
+                        return Err(internal(
+                            op.name,
+                            &format!(
+                                "produced a gradient on {} for a tensor whose other gradients are on {}",
+                                g.device(),
+                                prev.device()
+                            ),
+                        ));
+                    }
+                    pending.insert(input.id, add(&prev, &g)?);
                 }
                 None => {
                     pending.insert(input.id, g);
@@ -139,11 +153,18 @@ fn run(root: &Arc<GradNode>, seed: TensorCore) -> Result<Gradients> {
     Ok(leaves)
 }
 
-/// Sum of two gradients of one tensor (same dtype and shape), rounded once.
-pub(crate) fn add(a: &TensorCore, b: &TensorCore) -> TensorCore {
+/// Sum of two gradients of one tensor (same dtype, shape and device),
+/// computed in f32 and rounded once, on their device.
+pub(crate) fn add(a: &TensorCore, b: &TensorCore) -> Result<TensorCore> {
+    #[cfg(feature = "cuda")]
+    if a.device().is_cuda() {
+        use crate::cuda::ops::{Binary, binary};
+        a.same_device(b, "backward")?;
+        return binary(Binary::Add, a, b, a.shape());
+    }
     let (x, y) = (a.contiguous_f32(), b.contiguous_f32());
     let sum: Vec<f32> = x.iter().zip(y.iter()).map(|(p, q)| p + q).collect();
-    TensorCore::from_f32(sum, a.shape().clone(), a.dtype())
+    Ok(TensorCore::from_f32(sum, a.shape().clone(), a.dtype()))
 }
 
 fn internal(op: &'static str, what: &str) -> Error {
@@ -153,8 +174,21 @@ fn internal(op: &'static str, what: &str) -> Error {
     )
 }
 
-/// A zero gradient of the given dtype and shape (for inputs an op ignores).
+/// A zero gradient of the given dtype and shape on `device` (for inputs an
+/// op ignores): a gradient lives where its tensor does.
 #[allow(dead_code)]
-pub(crate) fn zeros(dtype: DType, shape: &crate::shape::Shape) -> TensorCore {
-    TensorCore::from_f32(vec![0.0; shape.numel()], shape.clone(), dtype)
+pub(crate) fn zeros(
+    dtype: DType,
+    shape: &crate::shape::Shape,
+    device: crate::device::Device,
+) -> Result<TensorCore> {
+    match device {
+        #[cfg(feature = "cuda")]
+        crate::device::Device::Cuda(n) => crate::cuda::ops::full(n, dtype, shape.clone(), 0.0),
+        _ => Ok(TensorCore::from_f32(
+            vec![0.0; shape.numel()],
+            shape.clone(),
+            dtype,
+        )),
+    }
 }

@@ -142,25 +142,28 @@ impl Gradients {
 
     /// Add `other`'s gradients into these (gradient accumulation over
     /// micro-batches, several losses). Gradients of the same leaf must have
-    /// the same shape; they are summed in f32 and rounded once to the
-    /// precision already held here.
+    /// the same shape and device; they are summed in f32 and rounded once to
+    /// the precision already held here.
     pub fn accumulate(&mut self, other: Gradients) -> Result<()> {
         for (id, g) in &other.map {
-            if let Some(mine) = self.map.get(id)
-                && mine.shape() != g.shape()
-            {
-                return Err(Error::shape_mismatch(
-                    "Gradients::accumulate",
-                    mine.shape(),
-                    g.shape(),
-                    "both gradient sets must come from the same leaves",
-                ));
+            if let Some(mine) = self.map.get(id) {
+                if mine.shape() != g.shape() {
+                    return Err(Error::shape_mismatch(
+                        "Gradients::accumulate",
+                        mine.shape(),
+                        g.shape(),
+                        "both gradient sets must come from the same leaves",
+                    ));
+                }
+                mine.same_device(g, "Gradients::accumulate")?;
             }
         }
         for (id, g) in other.map {
-            let sum = match self.map.remove(&id) {
-                Some(mine) if mine.dtype() == g.dtype() => engine::add(&mine, &g),
-                Some(mine) => engine::add(&mine, &g.cast(mine.dtype())),
+            // Read, not removed: a device failure in `add` keeps this set's
+            // gradient.
+            let sum = match self.map.get(&id) {
+                Some(mine) if mine.dtype() == g.dtype() => engine::add(mine, &g)?,
+                Some(mine) => engine::add(mine, &g.cast(mine.dtype()))?,
                 None => g,
             };
             self.map.insert(id, sum);

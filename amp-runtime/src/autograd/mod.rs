@@ -2,12 +2,12 @@
 //!
 //! A tensor that needs a gradient carries a node of the graph that produced it:
 //! a *leaf* (a [`Parameter`](crate::nn::Parameter) or a tensor marked with
-//! [`Tensor::requires_grad`]) or an *op node* holding the op's backward rule and
+//! [`Tensor::requires_grad`](crate::Tensor::requires_grad)) or an *op node* holding the op's backward rule and
 //! its inputs' nodes. Ops record a node only while gradient tracking is on
 //! (see [`no_grad`]) and only when one of their inputs is tracked, so inference
 //! and untracked tensors pay one flag check per op.
 //!
-//! [`Tensor::backward`] walks the graph once in reverse topological order and
+//! [`Tensor::backward`](crate::Tensor::backward) walks the graph once in reverse topological order and
 //! returns the leaves' gradients as [`Gradients`]. A gradient always has the
 //! precision of the tensor it belongs to; a cast's backward casts the gradient
 //! back, so F32 parameters used through `#[autocast]` receive F32 gradients

@@ -145,7 +145,8 @@ impl<P: Precision> Tensor<P> {
 
     /// Sum this gradient down to `shape`, undoing broadcasting: the dims that
     /// were added in front are summed away, and dims broadcast from 1 are
-    /// summed with keepdim. Computed in f32, rounded once.
+    /// summed with keepdim. Computed in f32 (f64 on the host), rounded once;
+    /// on the device of `self`.
     pub(crate) fn sum_to(&self, shape: &Shape) -> Result<Self> {
         if self.shape() == shape {
             return Ok(self.clone());
@@ -169,6 +170,14 @@ impl<P: Precision> Tensor<P> {
                 ),
             ));
         };
+        #[cfg(feature = "cuda")]
+        if self.cuda_device().is_some() {
+            // On the device: the summed dims moved last, one row kernel.
+            return Ok(Tensor::from_core(crate::cuda::ops::sum_to(
+                self.core(),
+                shape,
+            )?));
+        }
         // Stride of each input dim in the output (0 where summed away).
         let mut out_strides = vec![0usize; in_dims.len()];
         let mut acc = 1usize;

@@ -38,4 +38,15 @@ impl CpuStorage {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// An owned copy of `n` elements from `offset`.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn slice(&self, offset: usize, n: usize) -> CpuStorage {
+        let r = offset..offset + n;
+        match self {
+            CpuStorage::F32(v) => CpuStorage::F32(v[r].to_vec()),
+            CpuStorage::F16(v) => CpuStorage::F16(v[r].to_vec()),
+            CpuStorage::BF16(v) => CpuStorage::BF16(v[r].to_vec()),
+        }
+    }
 }

@@ -116,6 +116,8 @@ pub use norm::{LayerNorm, LayerNormOptions, RmsNorm, RmsNormOptions};
 pub use parameter::Parameter;
 pub use transformer::{BlockConfig, TransformerBlock};
 
+use crate::device::Device;
+use crate::error::Result;
 use crate::precision::Precision;
 
 /// What optimizers and checkpoints need from a model: its parameters, by
@@ -171,6 +173,53 @@ pub trait Module<P: Precision> {
         let mut n = 0;
         self.visit("", &mut |_, p| n += p.numel());
         n
+    }
+
+    /// Move every parameter to `device`, in place, like PyTorch's
+    /// `model.to(device)`: the parameters keep their identities, so handles
+    /// held elsewhere see the moved values. All or nothing: every value is
+    /// copied first, and only when all copies succeeded are the parameters
+    /// switched, so a failure (no GPU, device memory exhausted) leaves the
+    /// module where it was.
+    ///
+    /// Move the model before building its optimizer, which starts its state
+    /// (master weights, moments) on the device the parameters are on then.
+    /// Inputs stay where they are made: move tensors with
+    /// [`Tensor::to_device`](crate::Tensor::to_device); [`Indices`](crate::Indices)
+    /// live on the host and ops take them from there.
+    ///
+    /// ```
+    /// use amp::autocast::F32Policy;
+    /// use amp::nn::{Init, Linear, Module};
+    /// use amp::optim::{AdamW, AdamWConfig};
+    /// use amp::{Device, Tensor, F32};
+    /// # fn main() -> amp::Result<()> {
+    /// let model = Linear::<F32>::new(4, 3, &mut Init::new(0));
+    /// // The first GPU when there is one (and amp has its `cuda` feature).
+    /// let device = Device::cuda(0).unwrap_or(Device::Cpu);
+    /// model.to_device(device)?;
+    /// assert!(model.parameters().iter().all(|p| p.value().device() == device));
+    /// let _opt = AdamW::new(model.parameters(), AdamWConfig::default())?;
+    ///
+    /// let x = Tensor::<F32>::ones([2, 4]).to_device(device)?;
+    /// let y = model.forward::<F32Policy>(&x)?;
+    /// assert_eq!((y.dims(), y.device()), (&[2, 3][..], device));
+    /// # Ok(()) }
+    /// ```
+    fn to_device(&self, device: Device) -> Result<()> {
+        let mut params = self.parameters();
+        // A parameter shared by two layers (tied weights) moves once.
+        let mut seen = std::collections::HashSet::new();
+        params.retain(|p| seen.insert(p.id()));
+        let moved = params
+            .iter()
+            .map(|p| p.value().to_device(device))
+            .collect::<Result<Vec<_>>>()?;
+        for (p, value) in params.iter().zip(moved) {
+            // Cannot fail: the shape is the parameter's own.
+            p.set(value)?;
+        }
+        Ok(())
     }
 }
 

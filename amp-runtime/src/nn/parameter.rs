@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 
 use crate::autograd::{GradLeaf, GradNode, NodeId, is_grad_enabled};
+use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::precision::Precision;
 use crate::shape::Shape;
@@ -90,6 +91,42 @@ impl<P: Precision> Parameter<P> {
             ));
         }
         *self.inner.value.write().unwrap_or_else(|e| e.into_inner()) = value.detach();
+        Ok(())
+    }
+
+    /// Move the value to `device`, in place: every handle (the module's, an
+    /// optimizer's) sees the moved value, and the parameter keeps its
+    /// identity, so its gradients stay under the same [`id`](Parameter::id).
+    /// Nothing changes when the value is already there, or when the move
+    /// fails (no GPU, device memory exhausted).
+    ///
+    /// Move parameters before building their optimizer: it starts its state
+    /// (master weights, moments) on the device the values are on then.
+    ///
+    /// ```
+    /// use amp::nn::Parameter;
+    /// use amp::{Device, Tensor, F32};
+    /// # fn main() -> amp::Result<()> {
+    /// let w = Parameter::new(Tensor::<F32>::from_f32(&[1.0, 2.0], [2])?);
+    /// let id = w.id();
+    /// let device = Device::cuda(0).unwrap_or(Device::Cpu); // a GPU when there is one
+    /// w.to_device(device)?;
+    /// assert_eq!(w.value().device(), device);
+    /// assert_eq!(w.id(), id);
+    /// assert_eq!(w.value().to_vec(), vec![1.0, 2.0]);
+    ///
+    /// // Its gradient is on the same device, under the same key.
+    /// let grads = w.tensor().sqr().sum().backward()?;
+    /// let g = grads.get(&w).unwrap();
+    /// assert_eq!((g.device(), g.to_vec()), (device, vec![2.0, 4.0]));
+    /// # Ok(()) }
+    /// ```
+    pub fn to_device(&self, device: Device) -> Result<()> {
+        let mut value = self.inner.value.write().unwrap_or_else(|e| e.into_inner());
+        if value.device() != device {
+            // The stored value is detached, so the copy records no graph.
+            *value = value.to_device(device)?.detach();
+        }
         Ok(())
     }
 

@@ -22,9 +22,12 @@ impl<P: Precision> Tensor<P> {
     /// `softmax(q·kᵀ · scale [+ causal mask]) · v` for `q: [.., L, E]`,
     /// `k: [.., S, E]`, `v: [.., S, Ev]`, batch dims broadcasting.
     ///
-    /// Differentiable in q, k and v. Like fused attention kernels, the backward
-    /// recomputes the probabilities (in f32) instead of keeping the `L × S`
-    /// matrix of every head alive between forward and backward.
+    /// Differentiable in q, k and v. On the host, like fused attention
+    /// kernels, the backward recomputes the probabilities (in f32) instead of
+    /// keeping the `L × S` matrix of every head alive between forward and
+    /// backward. On a GPU it is composed of device ops (F32 products and
+    /// softmax, so the same f32 arithmetic) whose backward runs there too;
+    /// that softmax keeps its `L × S` output for its backward.
     ///
     /// ```
     /// use amp::{AttentionOptions, Tensor, F16};
@@ -48,6 +51,8 @@ impl<P: Precision> Tensor<P> {
         opts: AttentionOptions,
     ) -> Result<Self> {
         const OP: &str = "scaled_dot_product_attention";
+        #[cfg(feature = "cuda")]
+        let dev = super::gpu::gpu(&[self.core(), key.core(), value.core()], OP)?;
         let (q, k, v) = (self, key, value);
         if q.rank() < 2 || k.rank() < 2 || v.rank() < 2 {
             return Err(Error::invalid(
@@ -80,6 +85,12 @@ impl<P: Precision> Tensor<P> {
             ));
         }
         let scale = opts.scale.unwrap_or(1.0 / (e as f32).sqrt());
+        // On a GPU: composed of device ops that record themselves (see
+        // `attention_on_gpu`), so the backward runs there too.
+        #[cfg(feature = "cuda")]
+        if let Some(dev) = dev {
+            return attention_on_gpu(q, k, v, opts.causal, scale, dev);
+        }
         let probs = probabilities(q, k, opts.causal, scale)?;
         let (out, shape) = probs.matmul_f32(v)?;
         let out = Self::from_f32_values(out, shape);
@@ -92,6 +103,43 @@ impl<P: Precision> Tensor<P> {
             move |g, need| attention_backward(&saved, g, need, opts.causal, scale),
         ))
     }
+}
+
+/// Attention on GPU `dev` as a composition of ops that run there forward and
+/// backward: `softmax(q·kᵀ · scale + mask) · v` with `q`, `k`, `v` widened
+/// to F32 first, so the scores, the softmax and the weighted sum are f32 as
+/// in the host's fused form (F32 GEMMs, no TF32) and the output and each
+/// gradient are rounded to `P` once (by the casts and their backward). The
+/// causal mask is an additive `[L, S]` tensor (0 where `j <= i`, −∞ above),
+/// built on the host and uploaded: adding −∞ to a finite score is the host's
+/// −∞, and masked probabilities are exactly 0. The backward differs from the
+/// host's in memory only: the softmax keeps its `L × S` output per head
+/// rather than recomputing it.
+#[cfg(feature = "cuda")]
+fn attention_on_gpu<P: Precision, Q: Precision>(
+    q: &Tensor<P>,
+    k: &Tensor<Q>,
+    v: &Tensor<Q>,
+    causal: bool,
+    scale: f32,
+    dev: crate::device::Device,
+) -> Result<Tensor<P>> {
+    let (l, s) = (q.dims()[q.rank() - 2], k.dims()[k.rank() - 2]);
+    let (q, k, v) = (q.cast::<F32>(), k.cast::<F32>(), v.cast::<F32>());
+    let mut scores = q.matmul(&k.t()?)?;
+    if scale != 1.0 {
+        // `x · scale` in f32, as the host scales its f32 scores.
+        scores = scores.mul_scalar(scale);
+    }
+    if causal && l > 0 && s > 0 {
+        let mask: Vec<f32> = (0..l)
+            .flat_map(|i| (0..s).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+            .collect();
+        let mask = Tensor::<F32>::from_f32(&mask, [l, s])?.to_device(dev)?;
+        scores = scores.add(&mask)?;
+    }
+    let probs = scores.softmax(-1)?;
+    Ok(probs.matmul(&v)?.cast::<P>())
 }
 
 /// `softmax(q·kᵀ · scale [+ causal mask])` in f32, `[batch.., L, S]`.

@@ -72,6 +72,17 @@ impl<P: Precision> Tensor<P> {
         opts: Conv2dOptions,
     ) -> Result<Self> {
         const OP: &str = "conv2d";
+        // On a GPU: staged (im2col and its backward run on the host).
+        #[cfg(feature = "cuda")]
+        {
+            let mut cores = vec![self.core(), weight.core()];
+            cores.extend(bias.map(Tensor::core));
+            if let Some(dev) = super::gpu::gpu(&cores, OP)? {
+                return super::gpu::stage2(dev, self, weight, |x, w| {
+                    x.conv2d(w, super::gpu::host(bias)?.as_ref(), opts)
+                });
+            }
+        }
         self.core().same_device(weight.core(), OP)?;
         if self.rank() != 4 || weight.rank() != 4 {
             return Err(Error::shape_mismatch(

@@ -13,6 +13,8 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 
 use rand::{Rng, SeedableRng};
 
+#[cfg(feature = "cuda")]
+use super::gpu;
 use crate::autograd::is_grad_enabled;
 use crate::cpu::{kernels, math};
 use crate::error::{Error, Result};
@@ -21,8 +23,15 @@ use crate::shape::Shape;
 use crate::tensor::Tensor;
 
 impl<P: Precision> Tensor<P> {
-    /// `f` applied to every element, computed in f32, rounded once.
+    /// `f` applied to every element, computed in f32, rounded once. Host
+    /// only: ops dispatch GPU tensors before reaching it (a Rust closure
+    /// cannot run on the device).
     pub(crate) fn map_f32(&self, f: impl Fn(f32) -> f32 + Sync) -> Self {
+        debug_assert!(
+            !self.device().is_cuda(),
+            "internal: map_f32 reached a tensor on {}",
+            self.device()
+        );
         let mut v = self.core().contiguous_f32().into_owned();
         kernels::map_inplace(&mut v, f);
         Self::from_f32_values(v, self.shape().clone())
@@ -36,6 +45,11 @@ impl<P: Precision> Tensor<P> {
         f: impl Fn(f32, f32) -> f32 + Sync,
     ) -> Result<Self> {
         self.core().same_device(rhs.core(), op)?;
+        debug_assert!(
+            !self.device().is_cuda(),
+            "internal: zip_f32 reached tensors on {}",
+            self.device()
+        );
         let shape = self.shape().broadcast_with(rhs.shape(), op)?;
         let (a, la) = self.core().f32_view();
         let (b, lb) = rhs.core().f32_view();
@@ -43,6 +57,21 @@ impl<P: Precision> Tensor<P> {
         let lb = lb.broadcast_to(&shape, op)?;
         let out = kernels::zip_broadcast(&a, &la, &b, &lb, &shape, f);
         Ok(Self::from_f32_values(out, shape))
+    }
+
+    /// The unrecorded forward of the broadcasting binary op `op`: its device
+    /// kernel on a GPU, `f` in f32 on the host.
+    fn broadcast_op<Q: Precision>(
+        &self,
+        rhs: &Tensor<Q>,
+        op: &'static str,
+        f: impl Fn(f32, f32) -> f32 + Sync,
+    ) -> Result<Self> {
+        #[cfg(feature = "cuda")]
+        if gpu::gpu(&[self.core(), rhs.core()], op)?.is_some() {
+            return gpu::binary(self, rhs, op);
+        }
+        self.zip_f32(rhs, op, f)
     }
 
     /// Whether an op taking `self` as an input records a backward node now.
@@ -60,32 +89,87 @@ impl<P: Precision> Tensor<P> {
         f: impl Fn(f32) -> f32 + Sync,
         df: impl Fn(f32) -> f32 + Send + Sync + 'static,
     ) -> Self {
-        let out = self.map_f32(f);
+        self.unary_with(name, [0.0; 2], f, df)
+    }
+
+    /// [`unary`](Self::unary) for a device kernel `name` that takes the
+    /// parameters `p` (clamp's bounds, pow's exponent). On a GPU the forward
+    /// is the kernel `<name>_fwd`, recorded too: the backward runs the kernel
+    /// `<name>_bwd`, the device's form of `df`, when the gradient is there.
+    fn unary_with(
+        &self,
+        name: &'static str,
+        p: [f32; 2],
+        f: impl Fn(f32) -> f32 + Sync,
+        df: impl Fn(f32) -> f32 + Send + Sync + 'static,
+    ) -> Self {
+        let _ = p; // the kernels' parameters; `f` and `df` capture their own
+        let out = match self.cuda_device() {
+            #[cfg(feature = "cuda")]
+            Some(_) => crate::storage::device_op(gpu::unary(self, name, p)),
+            _ => self.map_f32(f),
+        };
         if !self.will_record() {
             return out;
         }
         let x = self.detach();
-        out.grad1(name, self, move |g| g.zip_f32(&x, name, |g, x| g * df(x)))
+        out.grad1(name, self, move |g| {
+            #[cfg(feature = "cuda")]
+            if g.cuda_device().is_some() {
+                return gpu::unary_backward(&x, g, name, p);
+            }
+            g.zip_f32(&x, name, |g, x| g * df(x))
+        })
     }
 
     /// `f` applied to every element, recorded as `name` with the input gradient
     /// `g * k`: the scalar ops, whose derivative does not depend on the input.
-    fn scaled(&self, name: &'static str, f: impl Fn(f32) -> f32 + Sync, k: f32) -> Self {
-        let out = self.map_f32(f);
+    /// On a GPU the forward is the unary kernel `kernel` with its parameters
+    /// (the same arithmetic as `f`), recorded too: the backward is itself a
+    /// scalar op.
+    fn scaled(
+        &self,
+        name: &'static str,
+        kernel: (&'static str, [f32; 2]),
+        f: impl Fn(f32) -> f32 + Sync,
+        k: f32,
+    ) -> Self {
+        let out = match self.cuda_device() {
+            #[cfg(feature = "cuda")]
+            Some(_) => crate::storage::device_op(gpu::unary(self, kernel.0, kernel.1)),
+            _ => {
+                let _ = kernel; // the device's form of `f`
+                self.map_f32(f)
+            }
+        };
+        // `mul_scalar` computes `g * k` in f32 and rounds once, like a
+        // closure would, and runs on either device.
         out.grad1(name, self, move |g| {
-            Ok(if k == 1.0 {
-                g.clone()
-            } else {
-                g.map_f32(|g| g * k)
-            })
+            Ok(if k == 1.0 { g.clone() } else { g.mul_scalar(k) })
         })
     }
 
     /// Division by a scalar: what `&a / s` runs. Divides (rather than
     /// multiplying by `1/s`) so the forward rounds like PyTorch's.
-    fn div_scalar(&self, s: f32) -> Self {
+    pub(crate) fn div_scalar(&self, s: f32) -> Self {
+        #[cfg(feature = "cuda")]
+        if let Some(dev) = self.cuda_device() {
+            return crate::storage::device_op(self.div_scalar_on(dev, s));
+        }
         let out = self.map_f32(move |x| x / s);
-        out.grad1("div_scalar", self, move |g| Ok(g.map_f32(|g| g / s)))
+        out.grad1("div_scalar", self, move |g| Ok(g.div_scalar(s)))
+    }
+
+    /// `div_scalar` on GPU `dev`: the `div` kernel against `s` as a
+    /// broadcast scalar of `P`, which is exactly `x / s` in f32 when `s`
+    /// rounds to itself in `P` (always in F32). Otherwise staged.
+    #[cfg(feature = "cuda")]
+    fn div_scalar_on(&self, dev: crate::device::Device, s: f32) -> Result<Self> {
+        if !gpu::exact_in::<P>(s) {
+            return gpu::stage1(dev, self, |x| Ok(x.div_scalar(s)));
+        }
+        let out = gpu::binary(self, &gpu::scalar::<P>(dev, s)?, "div")?;
+        Ok(out.grad1("div_scalar", self, move |g| Ok(g.div_scalar(s))))
     }
 
     /// Elementwise sum with broadcasting. Also `&a + &b`.
@@ -98,7 +182,7 @@ impl<P: Precision> Tensor<P> {
     /// assert_eq!(y.to_f32_vec(), vec![2., 3., 4., 2., 3., 4.]);
     /// ```
     pub fn add<Q: Precision + SamePrecision<P>>(&self, rhs: &Tensor<Q>) -> Result<Self> {
-        let out = self.zip_f32(rhs, "add", |a, b| a + b)?;
+        let out = self.broadcast_op(rhs, "add", |a, b| a + b)?;
         if !(self.will_record() || rhs.will_record()) {
             return Ok(out);
         }
@@ -115,7 +199,7 @@ impl<P: Precision> Tensor<P> {
 
     /// Elementwise difference with broadcasting. Also `&a - &b`.
     pub fn sub<Q: Precision + SamePrecision<P>>(&self, rhs: &Tensor<Q>) -> Result<Self> {
-        let out = self.zip_f32(rhs, "sub", |a, b| a - b)?;
+        let out = self.broadcast_op(rhs, "sub", |a, b| a - b)?;
         if !(self.will_record() || rhs.will_record()) {
             return Ok(out);
         }
@@ -132,7 +216,7 @@ impl<P: Precision> Tensor<P> {
 
     /// Elementwise product with broadcasting. Also `&a * &b`.
     pub fn mul<Q: Precision + SamePrecision<P>>(&self, rhs: &Tensor<Q>) -> Result<Self> {
-        let out = self.zip_f32(rhs, "mul", |a, b| a * b)?;
+        let out = self.broadcast_op(rhs, "mul", |a, b| a * b)?;
         if !(self.will_record() || rhs.will_record()) {
             return Ok(out);
         }
@@ -149,6 +233,10 @@ impl<P: Precision> Tensor<P> {
 
     /// Elementwise quotient with broadcasting. Also `&a / &b`.
     pub fn div<Q: Precision + SamePrecision<P>>(&self, rhs: &Tensor<Q>) -> Result<Self> {
+        #[cfg(feature = "cuda")]
+        if let Some(out) = gpu::binary_or_staged(self, rhs, "div", |a, b| a.div(b))? {
+            return Ok(out);
+        }
         let out = self.zip_f32(rhs, "div", |a, b| a / b)?;
         // d(a/b)/da = 1/b, d(a/b)/db = -(a/b)/b (no b² to overflow).
         Ok(self.record_binary(
@@ -174,6 +262,10 @@ impl<P: Precision> Tensor<P> {
     /// # Ok(()) }
     /// ```
     pub fn maximum<Q: Precision + SamePrecision<P>>(&self, rhs: &Tensor<Q>) -> Result<Self> {
+        #[cfg(feature = "cuda")]
+        if let Some(out) = gpu::binary_or_staged(self, rhs, "maximum", |a, b| a.maximum(b))? {
+            return Ok(out);
+        }
         let out = self.zip_f32(rhs, "maximum", |a, b| {
             if a.is_nan() || b.is_nan() {
                 f32::NAN
@@ -195,6 +287,10 @@ impl<P: Precision> Tensor<P> {
     /// Elementwise minimum with broadcasting (NaN propagates). On ties the
     /// gradient is split equally between the operands, like PyTorch.
     pub fn minimum<Q: Precision + SamePrecision<P>>(&self, rhs: &Tensor<Q>) -> Result<Self> {
+        #[cfg(feature = "cuda")]
+        if let Some(out) = gpu::binary_or_staged(self, rhs, "minimum", |a, b| a.minimum(b))? {
+            return Ok(out);
+        }
         let out = self.zip_f32(rhs, "minimum", |a, b| {
             if a.is_nan() || b.is_nan() {
                 f32::NAN
@@ -250,22 +346,30 @@ impl<P: Precision> Tensor<P> {
 
     /// `self * mul + add` in one pass.
     pub fn affine(&self, mul: f32, add: f32) -> Self {
-        self.scaled("affine", move |x| x * mul + add, mul)
+        self.scaled(
+            "affine",
+            ("affine", [mul, add]),
+            move |x| x * mul + add,
+            mul,
+        )
     }
 
     /// Add a scalar. Also `&a + 1.0`.
     pub fn add_scalar(&self, s: f32) -> Self {
-        self.scaled("add_scalar", move |x| x + s, 1.0)
+        // x·1 + s is x + s exactly.
+        self.scaled("add_scalar", ("affine", [1.0, s]), move |x| x + s, 1.0)
     }
 
     /// Multiply by a scalar. Also `&a * 2.0`.
     pub fn mul_scalar(&self, s: f32) -> Self {
-        self.scaled("mul_scalar", move |x| x * s, s)
+        // x·s + (-0) is x·s exactly, signed zeros included (+0 would turn
+        // a -0 product into +0).
+        self.scaled("mul_scalar", ("affine", [s, -0.0]), move |x| x * s, s)
     }
 
     /// Negation. Also `-&a`.
     pub fn neg(&self) -> Self {
-        self.scaled("neg", |x| -x, -1.0)
+        self.scaled("neg", ("neg", [0.0; 2]), |x| -x, -1.0)
     }
 
     /// Absolute value. Its gradient at 0 is 0, like PyTorch's.
@@ -371,8 +475,9 @@ impl<P: Precision> Tensor<P> {
         }
         // The gradient passes inside [min, max], bounds included (PyTorch's
         // rule), and is 0 outside.
-        Ok(self.unary(
+        Ok(self.unary_with(
             "clamp",
+            [min, max],
             move |x| if x.is_nan() { x } else { x.clamp(min, max) },
             move |x| if x >= min && x <= max { 1.0 } else { 0.0 },
         ))
@@ -397,6 +502,12 @@ impl<P: Precision> Tensor<P> {
         on_false: &Tensor<Q>,
     ) -> Result<Self> {
         const OP: &str = "where_cond";
+        #[cfg(feature = "cuda")]
+        if let Some(dev) = gpu::gpu(&[on_true.core(), on_false.core(), cond.core()], OP)? {
+            return gpu::stage3(dev, cond, on_true, on_false, |c, t, f| {
+                Tensor::where_cond(c, t, f)
+            });
+        }
         on_true.core().same_device(on_false.core(), OP)?;
         on_true.core().same_device(cond.core(), OP)?;
         let shape = cond
@@ -460,6 +571,12 @@ impl<P: Precision> Tensor<P> {
         if p == 0.0 {
             return Ok(self.clone());
         }
+        // Staged: the mask comes from the host generator, so a seed gives the
+        // same mask on every device.
+        #[cfg(feature = "cuda")]
+        if let Some(dev) = self.cuda_device() {
+            return gpu::stage1(dev, self, |x| x.dropout(p, seed));
+        }
         let mut v = self.core().contiguous_f32().into_owned();
         apply_dropout_mask(&mut v, p, seed);
         let out = Self::from_f32_values(v, self.shape().clone());
@@ -480,13 +597,18 @@ impl<P: Precision> Tensor<P> {
     where
         P: Wide,
     {
-        let out = self.map_f32(f32::exp);
+        let out = match self.cuda_device() {
+            #[cfg(feature = "cuda")]
+            Some(_) => crate::storage::device_op(gpu::unary(self, "exp", [0.0; 2])),
+            _ => self.map_f32(f32::exp),
+        };
         if !self.will_record() {
             return out;
         }
-        // The derivative is the output itself.
+        // The derivative is the output itself: `g * y` in f32, rounded once,
+        // which `mul` computes on either device.
         let y = out.detach();
-        out.grad1("exp", self, move |g| g.zip_f32(&y, "exp", |g, y| g * y))
+        out.grad1("exp", self, move |g| g.mul(&y))
     }
 
     /// Natural logarithm. F32 only: F16 cannot represent the small inputs whose
@@ -506,8 +628,9 @@ impl<P: Precision> Tensor<P> {
         if exponent == 2.0 {
             return self.sqr();
         }
-        self.unary(
+        self.unary_with(
             "pow",
+            [exponent, 0.0],
             move |x| x.powf(exponent),
             // x^0 is constant: its gradient is 0 even at x = 0 (PyTorch's rule),
             // where `0 * x^-1` would give NaN.

@@ -5,7 +5,9 @@
 //! rows: an index that appears several times gets the sum of its gradients,
 //! accumulated in f32 and rounded once to the source's precision, so F16/BF16
 //! tables do not lose small updates to repeated rounding. Indices get no
-//! gradient.
+//! gradient. (On a GPU, `embedding`'s sum is formed with f32 atomics: ids
+//! that repeat add in no fixed order, so its last bits may vary from run to
+//! run.)
 
 use crate::error::{Error, Result};
 use crate::precision::Precision;
@@ -34,6 +36,10 @@ impl<P: Precision> Tensor<P> {
             ));
         }
         indices.check_below(self.dims()[d], d, OP)?;
+        #[cfg(feature = "cuda")]
+        if let Some(dev) = self.cuda_device() {
+            return super::gpu::stage1(dev, self, |x| x.index_select(d, indices));
+        }
         // Move `dim` first so each index picks one contiguous block.
         let mut perm: Vec<usize> = vec![d];
         perm.extend((0..self.rank()).filter(|&i| i != d));
@@ -96,6 +102,18 @@ impl<P: Precision> Tensor<P> {
         }
         let (vocab, dim) = (self.dims()[0], self.dims()[1]);
         ids.check_below(vocab, 0, OP)?;
+        #[cfg(feature = "cuda")]
+        if let Some(dev) = self.cuda_device() {
+            // The ids go up once; a recorded call keeps them for the
+            // backward's scatter-add kernel.
+            let (out, gpu_ids) = super::gpu::embedding(self, ids)?;
+            if !self.will_record() {
+                return Ok(out);
+            }
+            return Ok(out.grad1(OP, self, move |g| {
+                super::gpu::embedding_backward(g, &gpu_ids, (dev, vocab, dim))
+            }));
+        }
         let table = self.contiguous().to_vec();
         let mut out = Vec::with_capacity(ids.len() * dim);
         for &i in ids.values() {

@@ -13,6 +13,8 @@
 
 use rayon::prelude::*;
 
+#[cfg(feature = "cuda")]
+use super::gpu;
 use super::softmax::softmax_row;
 use crate::cpu::{PAR_THRESHOLD, kernels};
 use crate::error::{Error, Result};
@@ -100,6 +102,20 @@ impl<P: Precision> Tensor<P> {
             ));
         }
         let (n, c) = self.check_class_loss("cross_entropy", targets, opts)?;
+        #[cfg(feature = "cuda")]
+        if self.cuda_device().is_some() {
+            // The targets go up once; a recorded call keeps them (and the
+            // logits) for its backward kernel.
+            let targets = gpu::ClassTargets::upload(self, targets, opts, "cross_entropy")?;
+            let out = gpu::cross_entropy(self, &targets, opts)?;
+            if !self.will_record() {
+                return Ok(out);
+            }
+            let x = self.detach();
+            return Ok(out.grad1("cross_entropy", self, move |g| {
+                gpu::cross_entropy_backward(&x, &targets, opts, g)
+            }));
+        }
         let x = self.core().contiguous_f32();
         let logp = kernels::rows(&x, c, c, super::softmax::log_softmax_row);
         let per_sample = |i: usize| {
@@ -158,6 +174,10 @@ impl<P: Precision> Tensor<P> {
             ));
         }
         let (n, c) = self.check_class_loss("nll_loss", targets, opts)?;
+        #[cfg(feature = "cuda")]
+        if let Some(dev) = self.cuda_device() {
+            return gpu::stage1(dev, self, |x| x.nll_loss_with(targets, opts));
+        }
         let x = self.core().contiguous_f32();
         let out = class_reduce(n, targets, opts, |i| -x[i * c + targets.values()[i]]);
         if !self.will_record() {
@@ -364,6 +384,12 @@ impl<P: Precision> Tensor<P> {
                 target.shape(),
                 "input and target must have the same shape",
             ));
+        }
+        #[cfg(feature = "cuda")]
+        if let Some(dev) = gpu::gpu(&[self.core(), target.core()], op)? {
+            return gpu::stage2(dev, self, target, |x, y| {
+                x.pointwise_loss(y, reduction, op, f, df)
+            });
         }
         let mut per = self.zip_f32(target, op, f)?;
         if self.will_record() || target.will_record() {

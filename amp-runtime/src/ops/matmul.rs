@@ -57,6 +57,12 @@ impl<P: Precision> Tensor<P> {
         epilogue: &(dyn Fn(&mut [f32]) + Sync),
     ) -> Result<Self> {
         let plan = Plan::new(self, rhs)?;
+        #[cfg(feature = "cuda")]
+        if plan.lhs.core().cuda_storage().is_some() {
+            // Only `linear` passes a (bias) epilogue, and it dispatches GPU
+            // operands itself.
+            return plan.on_gpu(None);
+        }
         if P::DTYPE == crate::precision::DType::F32 {
             let mut out = plan.product_f32();
             if !out.is_empty() {
@@ -156,9 +162,14 @@ impl<P: Precision> Tensor<P> {
             ));
         }
         let wt = weight.detach().t()?;
-        let out = match bias {
+        #[cfg(feature = "cuda")]
+        let on_gpu = self.linear_on_gpu(&wt, bias)?;
+        #[cfg(not(feature = "cuda"))]
+        let on_gpu = None;
+        let out = match (on_gpu, bias) {
+            (Some(out), _) => out,
             // Bias joins the f32 accumulator, so the output is rounded once.
-            Some(b) if out_features > 0 => {
+            (None, Some(b)) if out_features > 0 => {
                 let b = b.core().contiguous_f32();
                 self.matmul_with(&wt, &|rows: &mut [f32]| {
                     for row in rows.chunks_mut(out_features) {
@@ -166,7 +177,7 @@ impl<P: Precision> Tensor<P> {
                     }
                 })?
             }
-            _ => self.matmul_with(&wt, &|_| {})?,
+            (None, _) => self.matmul_with(&wt, &|_| {})?,
         };
         // `Q` is `P`, so these casts are free and keep the graph nodes.
         let (weight, bias) = (weight.cast::<P>(), bias.map(Tensor::cast::<P>));
@@ -194,6 +205,34 @@ impl<P: Precision> Tensor<P> {
             }
             Ok(grads)
         }))
+    }
+}
+
+impl<P: Precision> Tensor<P> {
+    /// `linear`'s unrecorded forward when its operands are on a GPU (`None`
+    /// on the host): every leading dim of `x` folds into the rows of one
+    /// GEMM, `wt` (the weight's transposed view) is read transposed in
+    /// place, and the bias joins the GEMM's f32 accumulator (cuBLASLt's bias
+    /// epilogue), so the output is rounded once.
+    #[cfg(feature = "cuda")]
+    fn linear_on_gpu<Q: Precision>(
+        &self,
+        wt: &Tensor<Q>,
+        bias: Option<&Tensor<Q>>,
+    ) -> Result<Option<Self>> {
+        let mut cores = vec![self.core(), wt.core()];
+        cores.extend(bias.map(Tensor::core));
+        if super::gpu::gpu(&cores, "linear")?.is_none() {
+            return Ok(None);
+        }
+        let (in_features, out_features) = (wt.dims()[0], wt.dims()[1]);
+        let lead = &self.dims()[..self.rank() - 1];
+        let rows: usize = lead.iter().product();
+        let flat = self.detach().reshape([rows, in_features])?;
+        let y = Plan::new(&flat, wt)?.on_gpu(bias.map(Tensor::core))?;
+        let mut dims = lead.to_vec();
+        dims.push(out_features);
+        Ok(Some(y.reshape(dims)?))
     }
 }
 
@@ -256,6 +295,12 @@ fn product_to<P: Precision>(x: &Tensor<P>, y: &Tensor<P>, shape: &Shape) -> Resu
     let plan = Plan::new(x, y)?;
     if &plan.out_shape == shape {
         return x.matmul(y);
+    }
+    #[cfg(feature = "cuda")]
+    if x.cuda_device().is_some() {
+        // As on the host: f32 products, summed, rounded once to `P`.
+        let full = x.cast::<F32>().matmul(&y.cast::<F32>())?;
+        return Ok(full.sum_to(shape)?.cast::<P>());
     }
     let full = Tensor::<F32>::from_f32_values(plan.product_f32(), plan.out_shape.clone());
     Ok(full.sum_to(shape)?.cast::<P>())
@@ -372,6 +417,26 @@ impl<P: Precision, Q: Precision> Plan<P, Q> {
             k,
             out_shape: dims.into(),
         })
+    }
+
+    /// The product on a GPU (`bias`: `[n]`, added in the GEMM's epilogue),
+    /// unrecorded: one strided-batched GEMM, reading each operand in place
+    /// where it can.
+    #[cfg(feature = "cuda")]
+    fn on_gpu(&self, bias: Option<&crate::storage::TensorCore>) -> Result<Tensor<P>> {
+        let dims = crate::cuda::ops::GemmDims {
+            m: self.m,
+            n: self.n,
+            k: self.k,
+        };
+        Ok(Tensor::from_core(crate::cuda::ops::matmul(
+            self.lhs.core(),
+            self.rhs.core(),
+            bias,
+            &self.batch,
+            dims,
+            self.out_shape.clone(),
+        )?))
     }
 
     /// f32 product of every batch: `[batch.., m, n]` contiguous, both operands

@@ -8,6 +8,8 @@ mod attention;
 mod conv;
 mod elementwise;
 mod functions;
+#[cfg(feature = "cuda")]
+pub(crate) mod gpu;
 mod index;
 mod loss;
 mod matmul;

@@ -4,12 +4,16 @@
 //!
 //! The backward rules recompute each row's mean and `1/sqrt(var + eps)` from
 //! the saved input rather than saving them: a row's statistics cost one pass,
-//! and the forward then allocates nothing extra when nothing is tracked. With
+//! and the forward then allocates nothing extra when nothing is tracked (on a
+//! GPU, where the forward kernel computes them anyway, a recorded call keeps
+//! them: one f32 per row, read by the backward kernels). With
 //! `x̂` the normalized row, `gy = g ⊙ weight` and `r = 1/sqrt(var + eps)`:
 //! layer_norm's `dx = r (gy - mean(gy) - x̂ mean(gy ⊙ x̂))`, `dweight = Σ g ⊙ x̂`,
 //! `dbias = Σ g` (sums over rows); rms_norm's `dx = r (gy - x r² mean(gy ⊙ x))`
 //! and `dweight = Σ g ⊙ x r`.
 
+#[cfg(feature = "cuda")]
+use super::gpu;
 use super::reduce::rows_with;
 use crate::cpu::kernels;
 use crate::error::{Error, Result};
@@ -42,6 +46,42 @@ impl<P: Precision> Tensor<P> {
         P: Wide,
     {
         let n = self.check_norm("layer_norm", normalized_shape, [weight, bias])?;
+        #[cfg(feature = "cuda")]
+        {
+            let cores: Vec<_> = std::iter::once(self)
+                .chain(weight)
+                .chain(bias)
+                .map(Tensor::core)
+                .collect();
+            if gpu::gpu(&cores, "layer_norm")?.is_some() {
+                // Recorded: the forward kernel also writes each row's mean
+                // and 1/sqrt(var + eps), which the backward kernels read.
+                let params = [weight, bias];
+                let record = self.will_record() || params.iter().flatten().any(|p| p.will_record());
+                let (w, b) = (weight.map(Tensor::core), bias.map(Tensor::core));
+                let (y, saved) = crate::cuda::ops::layer_norm(self.core(), w, b, n, eps, record)?;
+                let out = Tensor::from_core(y);
+                let Some(saved) = saved else {
+                    return Ok(out);
+                };
+                let (has_w, has_b) = (weight.is_some(), bias.is_some());
+                let inputs: Vec<&Tensor<P>> = std::iter::once(self)
+                    .chain(params.into_iter().flatten())
+                    .collect();
+                return Ok(out.grad_n("layer_norm", &inputs, move |g, need| {
+                    let (need_w, need_b) = (has_w && need[1], has_b && need[need.len() - 1]);
+                    let [dx, dw, db] = gpu::norm_backward(&saved, g, [need[0], need_w, need_b])?;
+                    let mut grads = vec![dx];
+                    if has_w {
+                        grads.push(dw);
+                    }
+                    if has_b {
+                        grads.push(db);
+                    }
+                    Ok(grads)
+                }));
+            }
+        }
         let (w, b) = (
             weight.map(|w| w.core().contiguous_f32()),
             bias.map(|b| b.core().contiguous_f32()),
@@ -121,6 +161,35 @@ impl<P: Precision> Tensor<P> {
         P: Wide,
     {
         let n = self.check_norm("rms_norm", normalized_shape, [weight, None])?;
+        #[cfg(feature = "cuda")]
+        {
+            let cores: Vec<_> = std::iter::once(self)
+                .chain(weight)
+                .map(Tensor::core)
+                .collect();
+            if gpu::gpu(&cores, "rms_norm")?.is_some() {
+                // Recorded: the forward kernel also writes each row's
+                // 1/sqrt(mean(x²) + eps), which the backward kernels read.
+                let record = self.will_record() || weight.is_some_and(Tensor::will_record);
+                let w = weight.map(Tensor::core);
+                let (y, saved) = crate::cuda::ops::rms_norm(self.core(), w, n, eps, record)?;
+                let out = Tensor::from_core(y);
+                let Some(saved) = saved else {
+                    return Ok(out);
+                };
+                let has_w = weight.is_some();
+                let inputs: Vec<&Tensor<P>> = std::iter::once(self).chain(weight).collect();
+                return Ok(out.grad_n("rms_norm", &inputs, move |g, need| {
+                    let [dx, dw, _] =
+                        gpu::norm_backward(&saved, g, [need[0], has_w && need[1], false])?;
+                    let mut grads = vec![dx];
+                    if has_w {
+                        grads.push(dw);
+                    }
+                    Ok(grads)
+                }));
+            }
+        }
         let w = weight.map(|w| w.core().contiguous_f32());
         let x = self.core().contiguous_f32();
         let out = kernels::rows(&x, n, n, |x, o| {

@@ -10,10 +10,14 @@
 
 use rayon::prelude::*;
 
+#[cfg(feature = "cuda")]
+use super::gpu;
 use crate::cpu::{PAR_THRESHOLD, kernels};
 use crate::error::{Error, Result};
 use crate::precision::{Precision, Wide};
 use crate::shape::{Dim, Shape};
+#[cfg(feature = "cuda")]
+use crate::storage::device_op;
 use crate::tensor::{Indices, Tensor};
 
 impl<P: Precision> Tensor<P> {
@@ -151,13 +155,56 @@ impl<P: Precision> Tensor<P> {
         }
         let shape = x.shape().clone();
         self.grad1(name, x, move |g| {
+            // `mul_scalar` is `v * scale` in f32, rounded once, on either
+            // device.
             let g = if scale == 1.0 {
                 g.clone()
             } else {
-                g.map_f32(|v| v * scale)
+                g.mul_scalar(scale)
             };
             g.spread_back(d, &shape)
         })
+    }
+
+    /// Record `self`, the sum of all elements of `x`: the gradient is the
+    /// output's, broadcast back (a view).
+    fn record_sum(self, x: &Self) -> Self {
+        let shape = x.shape().clone();
+        self.grad1("sum", x, move |g| g.broadcast_to(shape.clone()))
+    }
+
+    /// Record `self`, the mean of the `n` elements of `x`.
+    fn record_mean(self, x: &Self, n: f32) -> Self {
+        if !x.will_record() {
+            return self;
+        }
+        let shape = x.shape().clone();
+        // `div_scalar` is `v / n` in f32, rounded once, on either device.
+        self.grad1("mean", x, move |g| {
+            g.div_scalar(n).broadcast_to(shape.clone())
+        })
+    }
+
+    /// On a GPU: the sum along `dim` (the `sum_rows` kernel over `dim`
+    /// moved last), unrecorded, with `dim` resolved.
+    #[cfg(feature = "cuda")]
+    fn sum_dim_on_gpu(
+        &self,
+        dim: impl Dim,
+        keepdim: bool,
+        op: &'static str,
+    ) -> Result<(Self, usize)>
+    where
+        P: Wide,
+    {
+        let d = dim.resolve(self.shape(), op)?;
+        let mut dims = self.dims().to_vec();
+        if keepdim {
+            dims[d] = 1;
+        } else {
+            dims.remove(d);
+        }
+        Ok((gpu::sum_along(self, d, dims.into(), op)?, d))
     }
 
     /// Sum of all elements, as a tensor of shape `[]`.
@@ -171,10 +218,13 @@ impl<P: Precision> Tensor<P> {
     where
         P: Wide,
     {
+        #[cfg(feature = "cuda")]
+        if self.cuda_device().is_some() {
+            return device_op(gpu::sum_all(self)).record_sum(self);
+        }
         let v = self.core().contiguous_f32();
         let out = Self::from_f32_values(vec![kernels::sum_accurate(&v)], ());
-        let shape = self.shape().clone();
-        out.grad1("sum", self, move |g| g.broadcast_to(shape.clone()))
+        out.record_sum(self)
     }
 
     /// Sum along `dim`.
@@ -182,6 +232,11 @@ impl<P: Precision> Tensor<P> {
     where
         P: Wide,
     {
+        #[cfg(feature = "cuda")]
+        if self.cuda_device().is_some() {
+            let (out, d) = self.sum_dim_on_gpu(dim, keepdim, "sum_dim")?;
+            return Ok(out.record_spread("sum_dim", self, d, 1.0));
+        }
         let (out, d) = self.reduce_dim(dim, keepdim, "sum_dim", kernels::sum_accurate)?;
         Ok(out.record_spread("sum_dim", self, d, 1.0))
     }
@@ -191,16 +246,18 @@ impl<P: Precision> Tensor<P> {
     where
         P: Wide,
     {
+        #[cfg(feature = "cuda")]
+        if self.cuda_device().is_some() {
+            // The sum, then one division, as on the host.
+            let n = self.numel() as f32;
+            return device_op(gpu::sum_all(self))
+                .div_scalar(n)
+                .record_mean(self, n);
+        }
         let v = self.core().contiguous_f32();
         let n = v.len() as f32;
         let out = Self::from_f32_values(vec![kernels::sum_accurate(&v) / n], ());
-        if !self.will_record() {
-            return out;
-        }
-        let shape = self.shape().clone();
-        out.grad1("mean", self, move |g| {
-            g.map_f32(|v| v / n).broadcast_to(shape.clone())
-        })
+        out.record_mean(self, n)
     }
 
     /// Mean along `dim`.
@@ -214,6 +271,14 @@ impl<P: Precision> Tensor<P> {
     where
         P: Wide,
     {
+        #[cfg(feature = "cuda")]
+        if self.cuda_device().is_some() {
+            let (sum, d) = self.sum_dim_on_gpu(dim, keepdim, "mean_dim")?;
+            let n = self.dims()[d] as f32;
+            return Ok(sum
+                .div_scalar(n)
+                .record_spread("mean_dim", self, d, 1.0 / n));
+        }
         let (out, d) = self.reduce_dim(dim, keepdim, "mean_dim", |x| {
             kernels::sum_accurate(x) / x.len() as f32
         })?;
@@ -227,6 +292,10 @@ impl<P: Precision> Tensor<P> {
     where
         P: Wide,
     {
+        #[cfg(feature = "cuda")]
+        if let Some(dev) = self.cuda_device() {
+            return device_op(gpu::stage1(dev, self, |x| Ok(x.var(correction))));
+        }
         let v = self.core().contiguous_f32();
         let out = Self::from_f32_values(vec![variance(&v, correction)], ());
         if !self.will_record() {
@@ -254,6 +323,10 @@ impl<P: Precision> Tensor<P> {
     where
         P: Wide,
     {
+        #[cfg(feature = "cuda")]
+        if let Some(dev) = self.cuda_device() {
+            return gpu::stage1(dev, self, |x| x.var_dim(dim, correction, keepdim));
+        }
         let (out, d) =
             self.reduce_dim(dim, keepdim, "var_dim", move |x| variance(x, correction))?;
         if !self.will_record() {
@@ -273,6 +346,10 @@ impl<P: Precision> Tensor<P> {
     where
         P: Wide,
     {
+        #[cfg(feature = "cuda")]
+        if let Some(dev) = self.cuda_device() {
+            return gpu::stage1(dev, self, |x| x.logsumexp(dim, keepdim));
+        }
         let (out, d) = self.reduce_dim(dim, keepdim, "logsumexp", logsumexp)?;
         if !self.will_record() {
             return Ok(out);
@@ -303,6 +380,10 @@ impl<P: Precision> Tensor<P> {
     where
         P: Wide,
     {
+        #[cfg(feature = "cuda")]
+        if let Some(dev) = self.cuda_device() {
+            return gpu::stage1(dev, self, |x| x.cumsum(dim));
+        }
         let (values, len, _, d) = self.rows_along(dim, true, "cumsum")?;
         if len == 0 {
             return Ok(self.clone());

@@ -52,7 +52,9 @@ impl<P: Precision> Tensor<P> {
     }
 
     /// `f(row, out_row)` over the rows along `dim`, recorded with the
-    /// backward `df(g_row, y_row, grad_row)` (`y` the output).
+    /// backward `df(g_row, y_row, grad_row)` (`y` the output). On a GPU the
+    /// forward is the row kernel `<op>_rows_fwd` and the backward, from the
+    /// saved output too, the row kernel `<op>_rows_bwd` (the device's `df`).
     fn along_rows(
         &self,
         dim: impl Dim,
@@ -63,6 +65,19 @@ impl<P: Precision> Tensor<P> {
     where
         P: Wide,
     {
+        #[cfg(feature = "cuda")]
+        if self.cuda_device().is_some() {
+            let d = dim.resolve(self.shape(), op)?;
+            let kernel = format!("{op}_rows");
+            let out = super::gpu::along_rows(self, d, &kernel, op)?;
+            if !self.will_record() {
+                return Ok(out);
+            }
+            let y = out.detach();
+            return Ok(out.grad1(op, self, move |g| {
+                super::gpu::along_rows_backward(&y, g, d, &kernel, op)
+            }));
+        }
         let (values, len, _, d) = self.rows_along(dim, true, op)?;
         if len == 0 {
             return Ok(self.clone());

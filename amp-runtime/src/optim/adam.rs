@@ -101,6 +101,26 @@ pub(crate) struct AdamCoeffs {
     eps: f32,
 }
 
+impl AdamCoeffs {
+    /// The device kernel's arguments: these coefficients field for field,
+    /// and whether the AMSGrad buffer is kept.
+    #[cfg(feature = "cuda")]
+    fn device_args(&self, amsgrad: bool) -> crate::cuda::optim::AdamArgs {
+        crate::cuda::optim::AdamArgs {
+            decay: self.decay,
+            l2: self.l2,
+            one_minus_beta1: self.one_minus_beta1,
+            beta2: self.beta2,
+            one_minus_beta2: self.one_minus_beta2,
+            step_size: self.step_size,
+            bias_correction2_sqrt: self.bias_correction2_sqrt,
+            eps: self.eps,
+            amsgrad: i32::from(amsgrad),
+            pad: 0,
+        }
+    }
+}
+
 const MOMENTS: &[&str] = &["exp_avg", "exp_avg_sq"];
 const MOMENTS_AMSGRAD: &[&str] = &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"];
 
@@ -298,6 +318,11 @@ macro_rules! adam_rule {
             fn update(c: &AdamCoeffs, p: &mut [f32], g: &mut [f32], state: &mut [&mut [f32]]) {
                 adam_update(c, p, g, state)
             }
+
+            #[cfg(feature = "cuda")]
+            fn kernel(&self, c: &AdamCoeffs) -> crate::cuda::optim::Kernel {
+                crate::cuda::optim::Kernel::Adam(c.device_args(self.amsgrad))
+            }
         }
     };
 }
@@ -404,3 +429,56 @@ optimizer_api!(
 
     ]
 );
+
+#[cfg(all(test, feature = "cuda"))]
+mod tests {
+    use super::*;
+
+    /// The device arguments carry the host's coefficients unchanged (the
+    /// kernel then runs the same arithmetic), with the AMSGrad switch from
+    /// the config, which also decides the buffer count.
+    #[test]
+    fn device_arguments_are_the_host_coefficients() {
+        let cfg = AdamWConfig {
+            lr: 3e-4,
+            betas: (0.8, 0.95),
+            eps: 1e-6,
+            weight_decay: 0.1,
+            amsgrad: true,
+        };
+        let c = Rule::coeffs(&cfg, 7);
+        let crate::cuda::optim::Kernel::Adam(a) = Rule::kernel(&cfg, &c) else {
+            panic!("AdamW runs the Adam kernel");
+        };
+        let host = [
+            c.decay,
+            c.l2,
+            c.one_minus_beta1,
+            c.beta2,
+            c.one_minus_beta2,
+            c.step_size,
+            c.bias_correction2_sqrt,
+            c.eps,
+        ];
+        let dev = [
+            a.decay,
+            a.l2,
+            a.one_minus_beta1,
+            a.beta2,
+            a.one_minus_beta2,
+            a.step_size,
+            a.bias_correction2_sqrt,
+            a.eps,
+        ];
+        assert_eq!(host.map(f32::to_bits), dev.map(f32::to_bits));
+        assert_eq!((a.amsgrad, a.pad), (1, 0));
+        assert_eq!(cfg.buffers().len(), 3);
+        let plain = AdamConfig::default();
+        let crate::cuda::optim::Kernel::Adam(a) = Rule::kernel(&plain, &Rule::coeffs(&plain, 1))
+        else {
+            panic!("Adam runs the Adam kernel");
+        };
+        assert_eq!((a.amsgrad, a.decay, a.l2), (0, 1.0, 0.0));
+        assert_eq!(plain.buffers().len(), 2);
+    }
+}

@@ -25,7 +25,15 @@ use crate::storage::TensorCore;
 /// GradScaler's unscaled gradients. Scaled gradients do not compile: their
 /// norm is the true norm times the loss scale.
 ///
-/// Errors (and changes nothing) when `max_norm` is negative or not finite.
+/// Gradients on a GPU stay there: their squares are summed on the device
+/// (in f32, so the norm can differ from the host's f64 sum in the last bits
+/// of an f32, and a square above f32's range is inf there), one value per
+/// GPU is read back (which waits for the GPU: the host needs the norm to
+/// decide), and the scaling runs on the device.
+///
+/// Errors (and changes nothing) when `max_norm` is negative or not finite;
+/// a device failure is an error too, after which some gradients may be
+/// scaled.
 ///
 /// ```
 /// use amp::optim::clip_grad_norm;
@@ -56,9 +64,15 @@ pub fn clip_grad_norm<G: UnscaledGradientsMut + ?Sized>(
     ids.sort();
     let mut sum = 0f64;
     for &id in &ids {
-        if let Some(g) = grads.core(id) {
+        if let Some(g) = grads.core(id)
+            && !g.device().is_cuda()
+        {
             sum += sum_of_squares(g);
         }
+    }
+    #[cfg(feature = "cuda")]
+    {
+        sum += device_sum_of_squares(grads, &ids)?;
     }
     let norm = sum.sqrt();
     let coef = (max_norm as f64 / (norm + 1e-6)) as f32;
@@ -68,10 +82,38 @@ pub fn clip_grad_norm<G: UnscaledGradientsMut + ?Sized>(
     }
     for id in ids {
         if let Some(g) = grads.core_mut(id) {
+            #[cfg(feature = "cuda")]
+            if g.device().is_cuda() {
+                *g = crate::cuda::optim::scale(g, coef)?;
+                continue;
+            }
             *g = scaled(g, coef);
         }
     }
     Ok(norm as f32)
+}
+
+/// Σ g² over the gradients on GPUs, summed on each GPU and read back once
+/// per GPU, in the fixed order of `ids`.
+#[cfg(feature = "cuda")]
+fn device_sum_of_squares(grads: &crate::autograd::Gradients, ids: &[NodeId]) -> Result<f64> {
+    use std::collections::BTreeMap;
+
+    use crate::device::Device;
+
+    let mut by_gpu: BTreeMap<usize, Vec<&TensorCore>> = BTreeMap::new();
+    for id in ids {
+        if let Some(g) = grads.core(*id)
+            && let Device::Cuda(n) = g.device()
+        {
+            by_gpu.entry(n).or_default().push(g);
+        }
+    }
+    let mut sum = 0f64;
+    for gs in by_gpu.values() {
+        sum += crate::cuda::optim::sum_of_squares(gs, "clip_grad_norm")?;
+    }
+    Ok(sum)
 }
 
 /// Σ g², in f64, in a fixed order (chunks are summed left to right).

@@ -2,6 +2,11 @@
 //! per-parameter state, the validate-then-update step, the fused chunked
 //! update loop, and state save/load. An optimizer is a [`Rule`]: its
 //! hyperparameters, its state buffers and its per-element update.
+//!
+//! A parameter's state lives where the parameter does ([`State`]): in host
+//! vectors for a host parameter, in device buffers for a parameter on a GPU
+//! (feature `cuda`), where a step is one fused kernel launch per parameter
+//! (`cuda::optim`). One optimizer may hold both kinds.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -12,6 +17,7 @@ use rayon::prelude::*;
 use crate::autograd::{Gradients, NodeId};
 use crate::checkpoint::StateDict;
 use crate::cpu::{Element, PAR_CHUNK, PAR_THRESHOLD};
+use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::nn::Parameter;
 use crate::precision::{DType, F32, Precision};
@@ -59,6 +65,12 @@ pub(crate) trait Rule: Copy + fmt::Debug + Send + Sync {
     /// gradient, scratch the rule may overwrite) and `state` (one slice per
     /// entry of [`buffers`](Rule::buffers)); all have the same length.
     fn update(c: &Self::Coeffs, p: &mut [f32], g: &mut [f32], state: &mut [&mut [f32]]);
+
+    /// The fused device kernel that applies [`update`](Rule::update) with
+    /// coefficients `c` (its arguments mirror `Coeffs`), for parameters on
+    /// a GPU.
+    #[cfg(feature = "cuda")]
+    fn kernel(&self, c: &Self::Coeffs) -> crate::cuda::optim::Kernel;
 }
 
 /// A learning rate an optimizer can use.
@@ -78,15 +90,57 @@ pub(crate) fn check_lr(op: &'static str, lr: f32) -> Result<()> {
 /// One parameter and everything the optimizer keeps for it.
 struct Slot<P: Precision> {
     param: Parameter<P>,
-    /// The F32 copy the updates are applied to (optimizers built with
-    /// `with_master_weights`); the parameter is this value rounded once.
-    master: Option<Vec<f32>>,
     /// Updates applied so far (PyTorch's `state["step"]`): steps where the
     /// parameter had no gradient do not count.
     step: u64,
-    /// The rule's buffers, empty until the first update.
-    buffers: Vec<Vec<f32>>,
+    /// The master weight and the rule's buffers, on the parameter's device.
+    state: State,
 }
+
+/// A parameter's master weight and buffers, where the parameter lives.
+enum State {
+    /// A host parameter.
+    Host {
+        /// The F32 copy the updates are applied to (optimizers built with
+        /// `with_master_weights`); the parameter is this value rounded once.
+        master: Option<Vec<f32>>,
+        /// The rule's buffers, empty until the first update.
+        buffers: Vec<Vec<f32>>,
+    },
+    /// A parameter on a GPU: the same, in device memory.
+    #[cfg(feature = "cuda")]
+    Device(crate::cuda::optim::DeviceState),
+}
+
+impl State {
+    /// The state of a parameter whose value is `value`: an F32 master copy
+    /// when `masters` is set, on the value's device.
+    fn new(value: &TensorCore, masters: bool, op: &'static str) -> Result<State> {
+        #[cfg(feature = "cuda")]
+        if value.device().is_cuda() {
+            let state = crate::cuda::optim::DeviceState::new(value, masters, op)?;
+            return Ok(State::Device(state));
+        }
+        let _ = op;
+        Ok(State::Host {
+            master: masters.then(|| value.contiguous_f32().into_owned()),
+            buffers: Vec::new(),
+        })
+    }
+
+    fn device(&self) -> Device {
+        match self {
+            State::Host { .. } => Device::Cpu,
+            #[cfg(feature = "cuda")]
+            State::Device(d) => d.device(),
+        }
+    }
+}
+
+/// The name errors of `save_state` carry (a device failure while copying
+/// the state to the host).
+#[cfg(feature = "cuda")]
+const SAVE: &str = "Optimizer::save_state";
 
 /// Parameters, masters and state of one optimizer, driven by its rule.
 pub(crate) struct Engine<P: Precision, R: Rule> {
@@ -120,13 +174,15 @@ impl<P: Precision, R: Rule> Engine<P, R> {
         }
         let slots = params
             .into_iter()
-            .map(|param| Slot {
-                master: masters.then(|| param.value().core().contiguous_f32().into_owned()),
-                param,
-                step: 0,
-                buffers: Vec::new(),
+            .map(|param| {
+                let state = State::new(param.value().core(), masters, op)?;
+                Ok(Slot {
+                    param,
+                    step: 0,
+                    state,
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         Ok(Engine {
             rule,
             slots,
@@ -142,17 +198,37 @@ impl<P: Precision, R: Rule> Engine<P, R> {
         self.slots.iter().map(|s| s.param.id()).collect()
     }
 
+    /// A copy of `param`'s master, on the parameter's device. A device
+    /// failure while copying panics (the signature has no `Result`).
     pub(crate) fn master_weight(&self, param: &Parameter<P>) -> Option<Tensor<F32>> {
         let slot = self.slots.iter().find(|s| s.param.same_as(param))?;
-        let m = slot.master.as_ref()?;
-        Some(Tensor::from_f32_values(m.clone(), param.shape().clone()))
+        match &slot.state {
+            State::Host { master, .. } => {
+                let m = master.as_ref()?;
+                Some(Tensor::from_f32_values(m.clone(), param.shape().clone()))
+            }
+            #[cfg(feature = "cuda")]
+            State::Device(d) => {
+                let m = crate::storage::device_op(d.master_copy("master_weight"))?;
+                Some(Tensor::from_core(m))
+            }
+        }
     }
 
+    /// Restart the masters from the parameters (on the masters' device). A
+    /// device failure panics (the signature has no `Result`).
     pub(crate) fn sync_master_weights(&mut self) {
         for slot in &mut self.slots {
-            if let Some(m) = &mut slot.master {
-                let v = slot.param.value();
-                m.copy_from_slice(&v.core().contiguous_f32());
+            let v = slot.param.value();
+            match &mut slot.state {
+                State::Host {
+                    master: Some(m), ..
+                } => m.copy_from_slice(&v.core().contiguous_f32()),
+                State::Host { master: None, .. } => {}
+                #[cfg(feature = "cuda")]
+                State::Device(d) => {
+                    crate::storage::device_op(d.sync_master(v.core(), "sync_master_weights"))
+                }
             }
         }
     }
@@ -167,35 +243,52 @@ impl<P: Precision, R: Rule> Engine<P, R> {
         Ok(())
     }
 
-    /// One update: every gradient is checked first, so an error changes
-    /// nothing; then the parameters with a gradient are updated, several at
-    /// a time (a model of many small tensors keeps every core busy too).
+    /// One update: every gradient is checked first (shape and device), so
+    /// an error changes nothing; then the parameters with a gradient are
+    /// updated: those on a GPU by one queued kernel launch each, then those
+    /// on the host several at a time (a model of many small tensors keeps
+    /// every core busy too) while the GPU works.
+    ///
+    /// Past the checks, only a device failure (out of memory, the GPU lost)
+    /// can stop a step; parameters updated before it keep their update.
     pub(crate) fn step(&mut self, grads: &Gradients) -> Result<()> {
         let mut todo: Vec<Option<&TensorCore>> = Vec::with_capacity(self.slots.len());
         for (i, slot) in self.slots.iter().enumerate() {
             // No gradient: left alone, like PyTorch's `grad is None`.
             let g = grads.core(slot.param.id());
-            if let Some(g) = g
-                && g.shape() != slot.param.shape()
-            {
-                return Err(Error::shape_mismatch(
-                    R::OPS.step,
-                    slot.param.shape(),
-                    g.shape(),
-                    format!(
-                        "the gradient of parameter {i} must have the parameter's shape; it was set for another tensor (check `Gradients::set`)"
-                    ),
-                ));
+            if let Some(g) = g {
+                if g.shape() != slot.param.shape() {
+                    return Err(Error::shape_mismatch(
+                        R::OPS.step,
+                        slot.param.shape(),
+                        g.shape(),
+                        format!(
+                            "the gradient of parameter {i} must have the parameter's shape; it was set for another tensor (check `Gradients::set`)"
+                        ),
+                    ));
+                }
+                check_devices(R::OPS.step, i, slot, g)?;
             }
             todo.push(g);
         }
         let rule = &self.rule;
+        #[cfg(feature = "cuda")]
+        for (slot, g) in self.slots.iter_mut().zip(&todo) {
+            if let Some(g) = g {
+                update_device(slot, rule, g)?;
+            }
+        }
         self.slots
             .par_iter_mut()
             .zip(todo)
-            .try_for_each(|(slot, g)| match g {
-                Some(g) => update(slot, rule, g),
-                None => Ok(()),
+            .try_for_each(|(slot, g)| {
+                let Slot { param, step, state } = slot;
+                match (g, state) {
+                    (Some(g), State::Host { master, buffers }) => {
+                        update(param, step, master, buffers, rule, g)
+                    }
+                    _ => Ok(()),
+                }
             })
     }
 
@@ -206,12 +299,19 @@ impl<P: Precision, R: Rule> Engine<P, R> {
         for (i, slot) in self.slots.iter().enumerate() {
             let shape = slot.param.shape();
             out.insert_meta(format!("{prefix}.{i}.step"), slot.step.to_string());
-            for (name, b) in self.rule.buffers().iter().zip(&slot.buffers) {
-                let t = Tensor::<F32>::from_f32_values(b.clone(), shape.clone());
+            // Device state is copied to the host (checkpoints are host data);
+            // a device failure there panics, as the signature has no Result.
+            let (buffers, master) = match &slot.state {
+                State::Host { master, buffers } => (buffers.clone(), master.clone()),
+                #[cfg(feature = "cuda")]
+                State::Device(d) => crate::storage::device_op(d.download(SAVE)),
+            };
+            for (name, b) in self.rule.buffers().iter().zip(buffers) {
+                let t = Tensor::<F32>::from_f32_values(b, shape.clone());
                 out.insert(format!("{prefix}.{i}.{name}"), &t);
             }
-            if let Some(m) = &slot.master {
-                let t = Tensor::<F32>::from_f32_values(m.clone(), shape.clone());
+            if let Some(m) = master {
+                let t = Tensor::<F32>::from_f32_values(m, shape.clone());
                 out.insert(format!("{prefix}.{i}.master"), &t);
             }
         }
@@ -276,18 +376,32 @@ impl<P: Precision, R: Rule> Engine<P, R> {
             } else {
                 None
             };
-            loaded.push((step, buffers, master));
+            // The parameter is the master rounded once, as after a step, on
+            // the parameter's device (uploads happen here, before anything
+            // changes, so a device failure changes nothing either).
+            let value = match &master {
+                Some(m) => {
+                    let t = TensorCore::from_f32(m.clone(), shape.clone(), P::DTYPE);
+                    Some(Tensor::<P>::from_core(t.to_device(slot.state.device())?))
+                }
+                None => None,
+            };
+            let state = match &slot.state {
+                State::Host { .. } => State::Host { master, buffers },
+                #[cfg(feature = "cuda")]
+                State::Device(d) => {
+                    State::Device(d.upload(&buffers, master.as_deref(), shape, op)?)
+                }
+            };
+            loaded.push((step, state, value));
         }
 
         self.rule.set_lr(lr);
-        for (slot, (step, buffers, master)) in self.slots.iter_mut().zip(loaded) {
+        for (slot, (step, state, value)) in self.slots.iter_mut().zip(loaded) {
             slot.step = step;
-            slot.buffers = buffers;
-            if let Some(m) = master {
-                // The parameter is the master rounded once, as after a step.
-                let t = Tensor::<P>::from_f32_values(m.clone(), slot.param.shape().clone());
-                slot.param.set(t)?;
-                slot.master = Some(m);
+            slot.state = state;
+            if let Some(v) = value {
+                slot.param.set(v)?;
             }
         }
         Ok(())
@@ -305,16 +419,74 @@ impl<P: Precision, R: Rule> fmt::Debug for Engine<P, R> {
     }
 }
 
-/// Apply `rule` to one parameter: fused, chunk by chunk, on several threads
-/// when the parameter is large.
-fn update<P: Precision, R: Rule>(slot: &mut Slot<P>, rule: &R, grad: &TensorCore) -> Result<()> {
-    let names = rule.buffers();
-    let n = slot.param.numel();
-    slot.step += 1;
-    if slot.buffers.len() != names.len() {
-        slot.buffers = names.iter().map(|_| f32::zeros(n)).collect();
+/// Check that parameter `i`, its state and its gradient `g` are on one
+/// device, so the step can run where they are.
+fn check_devices<P: Precision>(
+    op: &'static str,
+    i: usize,
+    slot: &Slot<P>,
+    g: &TensorCore,
+) -> Result<()> {
+    let param = slot.param.value().device();
+    let state = slot.state.device();
+    if param != state {
+        return Err(Error::Device {
+            op,
+            msg: format!(
+                "parameter {i} is on {param} but its optimizer state is on {state}: the parameter was moved after the optimizer was built; move the model first, then build the optimizer"
+            ),
+        });
     }
-    let c = rule.coeffs(slot.step);
+    if g.device() != param {
+        return Err(Error::Device {
+            op,
+            msg: format!(
+                "the gradient of parameter {i} is on {} but the parameter is on {param}; compute the loss from the parameters where they are (or move the gradient there before `Gradients::set`)",
+                g.device()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Apply `rule` to one parameter on a GPU (a no-op for host slots): one
+/// fused kernel launch updates the master and buffers in place and writes
+/// the rounded parameter into a new buffer, which becomes its value.
+#[cfg(feature = "cuda")]
+fn update_device<P: Precision, R: Rule>(
+    slot: &mut Slot<P>,
+    rule: &R,
+    grad: &TensorCore,
+) -> Result<()> {
+    let State::Device(state) = &mut slot.state else {
+        return Ok(());
+    };
+    let step = slot.step + 1;
+    let kernel = rule.kernel(&rule.coeffs(step));
+    let value = slot.param.value();
+    let nbufs = rule.buffers().len();
+    let new = state.step(&kernel, nbufs, value.core(), grad, R::OPS.step)?;
+    slot.step = step;
+    slot.param.set(Tensor::from_core(new))
+}
+
+/// Apply `rule` to one host parameter: fused, chunk by chunk, on several
+/// threads when the parameter is large.
+fn update<P: Precision, R: Rule>(
+    param: &Parameter<P>,
+    step: &mut u64,
+    master: &mut Option<Vec<f32>>,
+    buffers: &mut Vec<Vec<f32>>,
+    rule: &R,
+    grad: &TensorCore,
+) -> Result<()> {
+    let names = rule.buffers();
+    let n = param.numel();
+    *step += 1;
+    if buffers.len() != names.len() {
+        *buffers = names.iter().map(|_| f32::zeros(n)).collect();
+    }
+    let c = rule.coeffs(*step);
 
     let grad_f32;
     let grad = match GradData::contiguous(grad) {
@@ -324,9 +496,9 @@ fn update<P: Precision, R: Rule>(slot: &mut Slot<P>, rule: &R, grad: &TensorCore
             GradData::F32(&grad_f32)
         }
     };
-    let value = slot.param.value();
+    let value = param.value();
     let value_f32;
-    let src = match &mut slot.master {
+    let src = match master {
         Some(m) => Src::Master(m.as_mut_slice()),
         None => {
             value_f32 = value.core().contiguous_f32();
@@ -335,7 +507,7 @@ fn update<P: Precision, R: Rule>(slot: &mut Slot<P>, rule: &R, grad: &TensorCore
     };
     let mut out = <P::Elem as Element>::zeros(n);
     let mut bufs: [&mut [f32]; MAX_BUFFERS] = Default::default();
-    for (b, s) in bufs.iter_mut().zip(slot.buffers.iter_mut()) {
+    for (b, s) in bufs.iter_mut().zip(buffers.iter_mut()) {
         *b = s.as_mut_slice();
     }
     let piece = Piece {
@@ -354,9 +526,9 @@ fn update<P: Precision, R: Rule>(slot: &mut Slot<P>, rule: &R, grad: &TensorCore
             .for_each(|p| p.run::<R>(&c));
     }
 
-    let shape = slot.param.shape().clone();
+    let shape = param.shape().clone();
     let core = TensorCore::new(Storage::Cpu(<P::Elem as Element>::wrap(out)), shape);
-    slot.param.set(Tensor::from_core(core))
+    param.set(Tensor::from_core(core))
 }
 
 /// A gradient's elements, contiguous, in their stored type.

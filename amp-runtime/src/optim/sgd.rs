@@ -124,6 +124,22 @@ impl Rule for SgdConfig {
         }
     }
 
+    #[cfg(feature = "cuda")]
+    fn kernel(&self, c: &SgdCoeffs) -> crate::cuda::optim::Kernel {
+        crate::cuda::optim::Kernel::Sgd(crate::cuda::optim::SgdArgs {
+            lr: c.lr,
+            weight_decay: c.weight_decay,
+            momentum: c.momentum,
+            keep: c.keep,
+            nesterov: i32::from(c.nesterov),
+            first: i32::from(c.first),
+            // The same test as `buffers`: the kernel uses the momentum
+            // buffer exactly when the rule keeps one.
+            has_buffer: i32::from(self.momentum != 0.0),
+            pad: 0,
+        })
+    }
+
     // PyTorch's `_single_tensor_sgd`, element by element, with its roundings:
     // g += wd·p; buf = g (first step) or momentum·buf + (1 - dampening)·g;
     // g = g + momentum·buf (Nesterov) or buf; p -= lr·g.
@@ -225,3 +241,46 @@ optimizer_api!(
     /// ```
     ]
 );
+
+#[cfg(all(test, feature = "cuda"))]
+mod tests {
+    use super::*;
+    use crate::cuda::optim::{Kernel, SgdArgs};
+
+    /// The device arguments carry the host's coefficients unchanged, and use
+    /// the momentum buffer exactly when the rule keeps one.
+    #[test]
+    fn device_arguments_are_the_host_coefficients() {
+        let cfg = SgdConfig {
+            lr: 0.05,
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: true,
+            weight_decay: 1e-4,
+        };
+        let c = Rule::coeffs(&cfg, 1);
+        assert_eq!(
+            Rule::kernel(&cfg, &c),
+            Kernel::Sgd(SgdArgs {
+                lr: 0.05,
+                weight_decay: 1e-4,
+                momentum: 0.9,
+                keep: 1.0,
+                nesterov: 1,
+                first: 1,
+                has_buffer: 1,
+                pad: 0,
+            })
+        );
+        assert_eq!(cfg.buffers().len(), 1);
+        let plain = SgdConfig {
+            dampening: 0.5,
+            ..SgdConfig::default()
+        };
+        let Kernel::Sgd(a) = Rule::kernel(&plain, &Rule::coeffs(&plain, 2)) else {
+            panic!("SGD runs the SGD kernel");
+        };
+        assert_eq!((a.has_buffer, a.first, a.keep), (0, 0, 0.5));
+        assert!(plain.buffers().is_empty());
+    }
+}

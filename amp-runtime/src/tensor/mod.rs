@@ -163,9 +163,30 @@ impl<P: Precision> Tensor<P> {
         Self::full(1.0, shape)
     }
 
-    /// Zeros with the shape of `self`.
+    /// Zeros with the shape of `self`, on `self`'s device.
     pub fn zeros_like(&self) -> Self {
+        #[cfg(feature = "cuda")]
+        if let Some(dev) = self.cuda_device() {
+            return crate::storage::device_op(Self::full_on(0.0, self.shape().clone(), dev));
+        }
         Self::zeros(self.shape().clone())
+    }
+
+    /// Every element equal to `value` (rounded to `P`), on `device`: a fill
+    /// kernel on a GPU, no host buffer.
+    pub(crate) fn full_on(value: f32, shape: impl Into<Shape>, device: Device) -> Result<Self> {
+        match device {
+            Device::Cpu => Ok(Self::full(value, shape)),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(n) => Ok(Tensor::from_core(crate::cuda::ops::full(
+                n,
+                P::DTYPE,
+                shape.into(),
+                value,
+            )?)),
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => Err(crate::device::not_built("full")),
+        }
     }
 
     /// A single-element tensor of shape `[]`.
@@ -322,6 +343,45 @@ impl<P: Precision> Tensor<P> {
     /// A contiguous tensor with the same values (`self` if already contiguous).
     pub fn contiguous(&self) -> Self {
         Tensor::from_core(self.core.contiguous()).with_node(self.node.clone())
+    }
+
+    // ---- devices ----------------------------------------------------------------
+
+    /// The same values on `device`: a copy (or `self` when already there).
+    /// Differentiable: the gradient goes back to this tensor's device.
+    ///
+    /// ```
+    /// use amp::{Device, Tensor, F16};
+    /// # fn main() -> amp::Result<()> {
+    /// let x = Tensor::<F16>::ones([2, 3]);
+    /// assert_eq!(x.to_device(Device::Cpu)?.device(), Device::Cpu);
+    /// // On a machine with a GPU (and the `cuda` feature) this moves it there;
+    /// // without one, it is an error that says why.
+    /// match Device::cuda(0) {
+    ///     Ok(gpu) => assert_eq!(x.to_device(gpu)?.to_f32_vec(), vec![1.0; 6]),
+    ///     Err(e) => assert!(e.to_string().contains("CUDA")),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn to_device(&self, device: Device) -> Result<Self> {
+        let from = self.device();
+        if from == device {
+            return Ok(self.clone());
+        }
+        let out = Tensor::from_core(self.core.to_device(device)?);
+        Ok(out.grad1("to_device", self, move |g| g.to_device(from)))
+    }
+
+    /// The GPU this tensor is on, if any.
+    pub(crate) fn cuda_device(&self) -> Option<Device> {
+        self.device().is_cuda().then(|| self.device())
+    }
+
+    /// A host copy for ops without a device kernel (differentiable, like
+    /// [`to_device`](Tensor::to_device)).
+    #[cfg(feature = "cuda")]
+    pub(crate) fn to_host(&self) -> Result<Self> {
+        self.to_device(Device::Cpu)
     }
 
     /// Whether two tensors share storage (e.g. a free cast or a view).

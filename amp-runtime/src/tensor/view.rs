@@ -21,9 +21,13 @@ use std::ops::{Bound, RangeBounds};
 
 use super::Tensor;
 use crate::cpu::Element;
+#[cfg(feature = "cuda")]
+use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::precision::Precision;
 use crate::shape::{Dim, Layout, Shape};
+#[cfg(feature = "cuda")]
+use crate::storage::TensorCore;
 
 impl<P: Precision> Tensor<P> {
     fn view(&self, layout: Layout) -> Self {
@@ -195,6 +199,28 @@ impl<P: Precision> Tensor<P> {
     /// The gradient of a `narrow`: `self` placed at `start` of `dim` in zeros
     /// of `shape`.
     fn unnarrow(&self, shape: &Shape, dim: usize, start: usize) -> Result<Self> {
+        // On a GPU: zeros around `self`, joined by the device `cat`.
+        #[cfg(feature = "cuda")]
+        if let Some(Device::Cuda(n)) = self.cuda_device() {
+            use crate::cuda::ops as device;
+            let around = |len: usize| -> Result<TensorCore> {
+                let mut dims = shape.dims().to_vec();
+                dims[dim] = len;
+                device::full(n, P::DTYPE, dims.into(), 0.0)
+            };
+            let after = shape.dims()[dim] - start - self.dims()[dim];
+            let (before, after) = (around(start)?, around(after)?);
+            let row: usize =
+                shape.dims()[dim..].iter().product::<usize>() * P::DTYPE.size_in_bytes();
+            if row <= device::MAX_PITCH {
+                let parts = [&before, self.core(), &after];
+                return Ok(Tensor::from_core(device::cat(&parts, dim, shape.dims())?));
+            }
+            return self
+                .to_host()?
+                .unnarrow(shape, dim, start)?
+                .to_device(Device::Cuda(n));
+        }
         let dims = shape.dims();
         let inner: usize = dims[dim + 1..].iter().product();
         let outer: usize = dims[..dim].iter().product();
@@ -319,6 +345,8 @@ impl<P: Precision> Tensor<P> {
     /// assert!(Tensor::cat(&[&a, &b], 1).is_err());
     /// ```
     pub fn cat(tensors: &[&Tensor<P>], dim: impl Dim) -> Result<Self> {
+        // On a GPU: staged (the copies record themselves, so the gradient
+        // flows back to the device).
         let first = tensors
             .first()
             .ok_or_else(|| Error::invalid("cat", "needs at least one tensor; got an empty list"))?;
@@ -346,31 +374,52 @@ impl<P: Precision> Tensor<P> {
         dims[d] = total;
         let outer: usize = dims[..d].iter().product();
         let inner: usize = dims[d + 1..].iter().product();
-        // Copy each input's [outer, size_d * inner] block row by row.
-        let parts: Vec<Vec<P::Elem>> = tensors.iter().map(|t| t.to_vec()).collect();
-        let mut out = Vec::with_capacity(dims.iter().product());
-        for o in 0..outer {
-            for (t, p) in tensors.iter().zip(&parts) {
-                let w = t.dims()[d] * inner;
-                out.extend_from_slice(&p[o * w..(o + 1) * w]);
+        #[allow(clippy::match_single_binding)] // one arm without the `cuda` feature
+        let joined = match first.device() {
+            #[cfg(feature = "cuda")]
+            Device::Cuda(_)
+                if total * inner * P::DTYPE.size_in_bytes() <= crate::cuda::ops::MAX_PITCH =>
+            {
+                let cores: Vec<&TensorCore> = tensors.iter().map(|t| t.core()).collect();
+                Tensor::from_core(crate::cuda::ops::cat(&cores, d, &dims)?)
             }
-        }
-        let sizes: Vec<usize> = tensors.iter().map(|t| t.dims()[d]).collect();
-        Ok(
-            Tensor::from_vec(out, dims)?.grad_n("cat", tensors, move |g, need| {
-                let mut start = 0;
-                let mut grads = Vec::with_capacity(sizes.len());
-                for (&size, &need) in sizes.iter().zip(need) {
-                    // A copy, so a leaf's gradient does not pin all of `g`.
-                    grads.push(
-                        need.then(|| Ok(g.narrow(d, start, size)?.contiguous()))
-                            .transpose()?,
-                    );
-                    start += size;
+            #[cfg(feature = "cuda")]
+            Device::Cuda(_) => {
+                // Rows too long for one 2-D copy: join on the host.
+                let hosts = tensors
+                    .iter()
+                    .map(|t| t.to_host())
+                    .collect::<Result<Vec<_>>>()?;
+                let refs: Vec<&Tensor<P>> = hosts.iter().collect();
+                return Tensor::cat(&refs, d)?.to_device(first.device());
+            }
+            _ => {
+                // Copy each input's [outer, size_d * inner] block row by row.
+                let parts: Vec<Vec<P::Elem>> = tensors.iter().map(|t| t.to_vec()).collect();
+                let mut out = Vec::with_capacity(dims.iter().product());
+                for o in 0..outer {
+                    for (t, p) in tensors.iter().zip(&parts) {
+                        let w = t.dims()[d] * inner;
+                        out.extend_from_slice(&p[o * w..(o + 1) * w]);
+                    }
                 }
-                Ok(grads)
-            }),
-        )
+                Tensor::from_vec(out, dims)?
+            }
+        };
+        let sizes: Vec<usize> = tensors.iter().map(|t| t.dims()[d]).collect();
+        Ok(joined.grad_n("cat", tensors, move |g, need| {
+            let mut start = 0;
+            let mut grads = Vec::with_capacity(sizes.len());
+            for (&size, &need) in sizes.iter().zip(need) {
+                // A copy, so a leaf's gradient does not pin all of `g`.
+                grads.push(
+                    need.then(|| Ok(g.narrow(d, start, size)?.contiguous()))
+                        .transpose()?,
+                );
+                start += size;
+            }
+            Ok(grads)
+        }))
     }
 
     /// Join equally shaped tensors along a new dim.

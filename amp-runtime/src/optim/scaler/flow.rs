@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use super::ScalerCore;
-use super::unscale::unscale;
+use super::unscale::{Nonfinite, unscale_scaled};
 use crate::autograd::{GradLeaf, Gradients, NodeId};
 use crate::error::{Error, Result};
 use crate::optim::{Optimizer, UnscaledGradients, UnscaledGradientsMut};
@@ -29,12 +29,13 @@ impl<'s> ScaledLoss<'s> {
     /// the scale, so small F16 gradients stay above F16's underflow. The
     /// scale enters as the seed of the backward pass (the gradient of the
     /// loss with respect to itself), which is exactly what
-    /// `(loss * scale).backward()` computes, without the extra op.
+    /// `(loss * scale).backward()` computes, without the extra op. A loss on
+    /// a GPU gets its seed there.
     ///
     /// With a no-op scaler (BF16, F32) this is `loss.backward()`.
     pub fn backward(self) -> Result<ScaledGradients<'s>> {
         let grads = if self.scaler.enabled {
-            let seed = Tensor::<F32>::full(self.scaler.state.scale(), self.loss.shape().clone());
+            let seed = seed(self.scaler.state.scale(), &self.loss)?;
             self.loss.backward_with(&seed)?
         } else {
             self.loss.backward()?
@@ -54,6 +55,11 @@ impl<'s> ScaledLoss<'s> {
     pub fn loss(&self) -> &Tensor<F32> {
         &self.loss
     }
+}
+
+/// `scale` in the shape of `loss`, on its device.
+fn seed(scale: f32, loss: &Tensor<F32>) -> Result<Tensor<F32>> {
+    Tensor::<F32>::full_on(scale, loss.shape().clone(), loss.device())
 }
 
 impl fmt::Debug for ScaledLoss<'_> {
@@ -144,18 +150,26 @@ impl<'s> ScaledGradients<'s> {
     ///
     /// With a no-op scaler (BF16, F32) the gradients pass through untouched
     /// and unchecked, and every step is applied (PyTorch's `enabled=False`).
+    ///
+    /// Gradients on a GPU are unscaled there, by one fused launch per dtype,
+    /// into F32 gradients on the same GPU; the inf/NaN flags stay in device
+    /// memory and nothing here waits for the GPU. The flags are read back
+    /// once, when the step (or [`Unscaled::found_inf`] and its siblings)
+    /// first needs them: the one host sync of an iteration, where PyTorch's
+    /// `GradScaler.step` calls `found_inf.item()`. An error here is a device
+    /// failure.
     pub fn unscale(self) -> Result<Unscaled<'s>> {
         let scaler = self.scaler;
         if !scaler.enabled {
             return Ok(Unscaled {
                 scaler,
                 grads: self.grads,
-                nonfinite: HashSet::new(),
+                nonfinite: Nonfinite::none(),
                 inv_scale: 1.0,
             });
         }
         let inv_scale = scaler.state.inv_scale();
-        let (grads, nonfinite) = unscale(&self.grads, inv_scale);
+        let (grads, nonfinite) = unscale_scaled(&self.grads, scaler)?;
         Ok(Unscaled {
             scaler,
             grads,
@@ -194,11 +208,16 @@ impl fmt::Debug for ScaledGradients<'_> {
 /// consumes them, so a second step does not compile. Which gradients held
 /// inf/NaN was decided at unscale time: changing the gradients afterwards
 /// (clipping) does not change whether a step is skipped.
+///
+/// For gradients on a GPU, that decision is read back from the device the
+/// first time it is needed (a step, or [`found_inf`](Unscaled::found_inf)
+/// and its siblings), which waits for the GPU once; a device failure there
+/// is an error from the step, and a panic from the `bool` accessors.
 #[must_use = "step an optimizer with them (`.step(&mut optimizer)?`) and pass the result to `scaler.update`"]
 pub struct Unscaled<'s> {
     scaler: &'s ScalerCore,
     grads: Gradients,
-    nonfinite: HashSet<NodeId>,
+    nonfinite: Nonfinite,
     inv_scale: f32,
 }
 
@@ -218,24 +237,20 @@ impl<'s> Unscaled<'s> {
 
     /// Whether any gradient held an inf or NaN before unscaling.
     pub fn found_inf(&self) -> bool {
-        !self.nonfinite.is_empty()
+        !self.nonfinite.known().is_empty()
     }
 
     /// Whether the gradient of `leaf` held an inf or NaN before unscaling
     /// (false for a leaf without a gradient).
     pub fn found_inf_in<P: Precision>(&self, leaf: &impl GradLeaf<P>) -> bool {
         leaf.leaf_id()
-            .is_some_and(|id| self.nonfinite.contains(&id))
+            .is_some_and(|id| self.nonfinite.known().contains(&id))
     }
 
     /// Whether a gradient of one of `optimizer`'s parameters held an inf or
     /// NaN: whether [`step`](Unscaled::step) will skip it.
     pub fn found_inf_for<O: Optimizer + ?Sized>(&self, optimizer: &O) -> bool {
-        !self.nonfinite.is_empty()
-            && optimizer
-                .param_ids()
-                .iter()
-                .any(|id| self.nonfinite.contains(id))
+        skips(self.nonfinite.known(), optimizer)
     }
 
     /// The factor the gradients were multiplied by: `1/scale` computed in
@@ -295,7 +310,8 @@ impl<'s> Unscaled<'s> {
     }
 
     fn step_one<O: Optimizer + ?Sized>(&self, optimizer: &mut O) -> Result<StepOutcome> {
-        if self.found_inf_for(optimizer) {
+        // With GPU gradients, the first call reads the flags back: the sync.
+        if skips(self.nonfinite.get()?, optimizer) {
             return Ok(StepOutcome::Skipped);
         }
         optimizer.step_gradients(&self.grads)?;
@@ -309,6 +325,15 @@ impl<'s> Unscaled<'s> {
             outcomes,
         }
     }
+}
+
+/// Whether a gradient of one of `optimizer`'s parameters is in `nonfinite`.
+fn skips<O: Optimizer + ?Sized>(nonfinite: &HashSet<NodeId>, optimizer: &O) -> bool {
+    !nonfinite.is_empty()
+        && optimizer
+            .param_ids()
+            .iter()
+            .any(|id| nonfinite.contains(id))
 }
 
 impl UnscaledGradients for Unscaled<'_> {
@@ -391,5 +416,119 @@ impl Stepped {
 
     pub(super) fn origin(&self) -> (u64, u64) {
         (self.scaler_id, self.generation)
+    }
+}
+
+/// A dynamic scaler's iterations on GPU gradients against the same on host
+/// gradients: unscaled values, inf/NaN decisions, steps and scale updates
+/// agree bit for bit, and the scaler's device copy of the scale follows the
+/// host's. Needs a GPU; passes trivially (with a note) without one.
+#[cfg(all(test, feature = "cuda"))]
+mod gpu {
+    use super::*;
+    use crate::device::Device;
+    use crate::nn::Parameter;
+    use crate::optim::{AdamW, AdamWConfig, GradScaler, GradScalerConfig, Sgd, SgdConfig};
+    use crate::precision::{DType, F16};
+    use crate::storage::TensorCore;
+
+    fn bits(core: &TensorCore) -> Vec<u32> {
+        let host = core.to_device(Device::Cpu).expect("download");
+        host.contiguous_f32().iter().map(|v| v.to_bits()).collect()
+    }
+
+    #[test]
+    fn scaled_iterations_on_gpu_follow_the_host() {
+        let Ok(dev) = Device::cuda(0) else {
+            eprintln!("no usable GPU: device test skipped");
+            return;
+        };
+        let config = GradScalerConfig {
+            init_scale: 1024.0,
+            growth_interval: 2,
+            ..Default::default()
+        };
+        let mut hs = GradScaler::<F16>::with_config(config).unwrap();
+        let mut ds = GradScaler::<F16>::with_config(config).unwrap();
+        let w = Parameter::new(Tensor::<F16>::randn([300], 1));
+        let b = Parameter::new(Tensor::<F32>::randn([5000], 2));
+        let (dw, db) = (
+            Parameter::new(w.value().to_device(dev).unwrap()),
+            Parameter::new(b.value().to_device(dev).unwrap()),
+        );
+        let adam = AdamWConfig {
+            lr: 1e-2,
+            ..Default::default()
+        };
+        let sgd = SgdConfig {
+            lr: 0.1,
+            momentum: 0.9,
+            ..Default::default()
+        };
+        let mut h16 = AdamW::with_master_weights(vec![w.clone()], adam).unwrap();
+        let mut h32 = Sgd::new(vec![b.clone()], sgd).unwrap();
+        let mut d16 = AdamW::with_master_weights(vec![dw.clone()], adam).unwrap();
+        let mut d32 = Sgd::new(vec![db.clone()], sgd).unwrap();
+        for it in 0..10u64 {
+            // Scaled gradients: F16 for `w` (overflowing once the scale has
+            // grown), BF16 for `b`, poisoned with NaN at iteration 3.
+            let s = hs.current_scale();
+            let gw = Tensor::<F32>::randn([300], 10 + it).mul_scalar(4.0 * s);
+            let mut gb = Tensor::<F32>::randn([5000], 20 + it)
+                .mul_scalar(s)
+                .to_f32_vec();
+            if it == 3 {
+                gb[1234] = f32::NAN;
+            }
+            let gw = gw.core().cast(DType::F16);
+            let gb = TensorCore::from_f32(gb, [5000].into(), DType::BF16);
+            let (mut hg, mut dg) = (Gradients::default(), Gradients::default());
+            hg.insert_core(w.id(), gw.clone());
+            hg.insert_core(b.id(), gb.clone());
+            dg.insert_core(dw.id(), gw.to_device(dev).unwrap());
+            dg.insert_core(db.id(), gb.to_device(dev).unwrap());
+
+            let hu = ScaledGradients {
+                scaler: &hs.core,
+                grads: hg,
+            }
+            .unscale()
+            .unwrap();
+            let du = ScaledGradients {
+                scaler: &ds.core,
+                grads: dg,
+            }
+            .unscale()
+            .unwrap();
+            for (hp, dp) in [(w.id(), dw.id()), (b.id(), db.id())] {
+                let d = du.gradients().core(dp).unwrap();
+                assert_eq!((d.device(), d.dtype()), (dev, DType::F32));
+                let (x, y) = (bits(hu.gradients().core(hp).unwrap()), bits(d));
+                for (p, q) in x.iter().zip(&y) {
+                    let nan = f32::from_bits(*p).is_nan() && f32::from_bits(*q).is_nan();
+                    assert!(p == q || nan, "iteration {it}");
+                }
+            }
+            assert_eq!(hu.found_inf_in(&w), du.found_inf_in(&dw), "iteration {it}");
+            assert_eq!(hu.found_inf_in(&b), du.found_inf_in(&db), "iteration {it}");
+            let hstep = hu.step_each([&mut h16, &mut h32]).unwrap();
+            let dstep = du.step_each([&mut d16, &mut d32]).unwrap();
+            assert_eq!(hstep.outcomes(), dstep.outcomes(), "iteration {it}");
+            assert_eq!(hs.update(hstep).unwrap(), ds.update(dstep).unwrap());
+            {
+                let copies = ds.core.device.lock().unwrap();
+                assert_eq!(copies.len(), 1);
+                let (scale, tracker) = copies[0].read("test").unwrap();
+                assert_eq!(
+                    (scale.to_bits(), tracker),
+                    (ds.current_scale().to_bits(), ds.growth_tracker())
+                );
+            }
+            assert_eq!(bits(w.value().core()), bits(dw.value().core()));
+            assert_eq!(bits(b.value().core()), bits(db.value().core()));
+        }
+        // set_scale drops the device copy; the next unscale uploads it again.
+        ds.set_scale(8.0).unwrap();
+        assert!(ds.core.device.lock().unwrap().is_empty());
     }
 }

@@ -2,10 +2,16 @@
 //! multiplies it by `1/scale` and records whether it held inf or NaN
 //! (PyTorch's `_amp_foreach_non_finite_check_and_unscale_`, multi-tensor).
 //!
-//! The work is cut into equal chunks across all tensors together, so one
-//! large embedding and a hundred small biases keep every thread busy. Each
-//! chunk is one vector loop (see `kernels`): the inf/NaN test is a test of
-//! the exponent bits OR-ed into an accumulator, not a branch.
+//! Host gradients: the work is cut into equal chunks across all tensors
+//! together, so one large embedding and a hundred small biases keep every
+//! thread busy. Each chunk is one vector loop (see `kernels`): the inf/NaN
+//! test is a test of the exponent bits OR-ed into an accumulator, not a
+//! branch.
+//!
+//! GPU gradients (feature `cuda`): one `unscale_fwd_<t>` launch per GPU and
+//! dtype (`cuda::scaler::unscale`), reading the scale from the scaler's
+//! device copy; the per-tensor flags stay on the device until the step asks
+//! for them ([`Nonfinite`]).
 
 use std::collections::HashSet;
 use std::mem::MaybeUninit;
@@ -13,8 +19,10 @@ use std::mem::MaybeUninit;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use super::ScalerCore;
 use crate::autograd::{Gradients, NodeId};
 use crate::cpu::PAR_THRESHOLD;
+use crate::error::Result;
 use crate::precision::DType;
 use crate::storage::TensorCore;
 
@@ -27,6 +35,69 @@ const UNIT: usize = 1 << 15;
 const STREAM_THRESHOLD: usize = 1 << 21;
 /// An f32's exponent bits; all set means inf or NaN.
 const EXP: u32 = 0x7f80_0000;
+
+/// The op name errors of a scaled unscale carry.
+#[cfg(feature = "cuda")]
+const OP: &str = "ScaledGradients::unscale";
+
+/// Which gradients held an inf or NaN before unscaling: known at once for
+/// host gradients; for GPU gradients, flags in device memory that are read
+/// back the first time anyone asks (the one host sync of a scaled step).
+pub(super) struct Nonfinite {
+    host: HashSet<NodeId>,
+    #[cfg(feature = "cuda")]
+    device: Vec<crate::cuda::scaler::DeviceFlags>,
+    #[cfg(feature = "cuda")]
+    resolved: std::sync::OnceLock<HashSet<NodeId>>,
+}
+
+impl Nonfinite {
+    /// Nothing found (a no-op scaler checks nothing).
+    pub(super) fn none() -> Self {
+        Nonfinite::host(HashSet::new())
+    }
+
+    fn host(host: HashSet<NodeId>) -> Self {
+        Nonfinite {
+            host,
+            #[cfg(feature = "cuda")]
+            device: Vec::new(),
+            #[cfg(feature = "cuda")]
+            resolved: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The leaves whose gradient held an inf or NaN. With GPU gradients the
+    /// first call copies the flags back (waiting for the GPU); an error is a
+    /// device failure.
+    pub(super) fn get(&self) -> Result<&HashSet<NodeId>> {
+        #[cfg(feature = "cuda")]
+        if !self.device.is_empty() {
+            if let Some(all) = self.resolved.get() {
+                return Ok(all);
+            }
+            let mut all = self.host.clone();
+            for flags in &self.device {
+                all.extend(flags.read("GradScaler::step")?);
+            }
+            return Ok(self.resolved.get_or_init(|| all));
+        }
+        Ok(&self.host)
+    }
+
+    /// [`get`](Nonfinite::get) for infallible accessors: a device failure
+    /// while reading the flags back (the GPU lost) panics with its message.
+    pub(super) fn known(&self) -> &HashSet<NodeId> {
+        #[cfg(feature = "cuda")]
+        {
+            crate::storage::device_op(self.get())
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            &self.host
+        }
+    }
+}
 
 /// A gradient's elements in their stored type.
 #[derive(Clone, Copy)]
@@ -87,10 +158,74 @@ enum Held<'a> {
     Gathered(Vec<f32>),
 }
 
-/// Every gradient of `grads` times `inv_scale`, as F32, and the leaves whose
-/// gradient held an inf or NaN.
+/// Every gradient of `grads` (all on the host) times `inv_scale`, as F32,
+/// and the leaves whose gradient held an inf or NaN.
 pub(super) fn unscale(grads: &Gradients, inv_scale: f32) -> (Gradients, HashSet<NodeId>) {
     let entries: Vec<(NodeId, &TensorCore)> = grads.cores().collect();
+    let (outs, nonfinite) = unscale_host(&entries, inv_scale);
+    let mut out = Gradients::default();
+    for ((id, _), g) in entries.iter().zip(outs) {
+        out.insert_core(*id, g);
+    }
+    (out, nonfinite)
+}
+
+/// The unscale of a dynamic scaler: every gradient of `grads` times
+/// `scaler`'s `1/scale`, as F32 on the gradient's device, and which held
+/// inf/NaN. Host gradients are unscaled here; those on a GPU by one launch
+/// per dtype on that GPU, with their flags left on the device.
+pub(super) fn unscale_scaled(
+    grads: &Gradients,
+    scaler: &ScalerCore,
+) -> Result<(Gradients, Nonfinite)> {
+    let inv_scale = scaler.state.inv_scale();
+    let entries: Vec<(NodeId, &TensorCore)> = grads.cores().collect();
+    #[cfg(feature = "cuda")]
+    let (host, device): (Vec<_>, Vec<_>) = entries
+        .into_iter()
+        .partition(|(_, g)| !g.device().is_cuda());
+    #[cfg(not(feature = "cuda"))]
+    let host = entries;
+
+    let (outs, found) = unscale_host(&host, inv_scale);
+    let mut out = Gradients::default();
+    for ((id, _), g) in host.iter().zip(outs) {
+        out.insert_core(*id, g);
+    }
+    #[allow(unused_mut)] // GPU flags join it with feature `cuda`
+    let mut nonfinite = Nonfinite::host(found);
+
+    #[cfg(feature = "cuda")]
+    {
+        use std::collections::BTreeMap;
+
+        use crate::device::Device;
+
+        let mut by_gpu: BTreeMap<usize, Vec<(NodeId, &TensorCore)>> = BTreeMap::new();
+        for (id, g) in device {
+            if let Device::Cuda(n) = g.device() {
+                by_gpu.entry(n).or_default().push((id, g));
+            }
+        }
+        for (ordinal, group) in by_gpu {
+            let (outs, flags) = scaler.with_device_scale(ordinal, OP, |scale| {
+                crate::cuda::scaler::unscale(&group, scale, OP)
+            })?;
+            for ((id, _), g) in group.iter().zip(outs) {
+                out.insert_core(*id, g);
+            }
+            nonfinite.device.push(flags);
+        }
+    }
+    Ok((out, nonfinite))
+}
+
+/// Every gradient of `entries` (host tensors) times `inv_scale`, as F32 in
+/// the same order, and the leaves whose gradient held an inf or NaN.
+fn unscale_host(
+    entries: &[(NodeId, &TensorCore)],
+    inv_scale: f32,
+) -> (Vec<TensorCore>, HashSet<NodeId>) {
     let held: Vec<Held<'_>> = entries
         .iter()
         .map(|(_, g)| match Src::of(g) {
@@ -138,14 +273,12 @@ pub(super) fn unscale(grads: &Gradients, inv_scale: f32) -> (Gradients, HashSet<
             nonfinite.insert(entries[t].0);
         }
     }
-    let mut out = Gradients::default();
-    for ((id, g), values) in entries.iter().zip(outs) {
-        out.insert_core(
-            *id,
-            TensorCore::from_f32(values, g.shape().clone(), DType::F32),
-        );
-    }
-    (out, nonfinite)
+    let outs = entries
+        .iter()
+        .zip(outs)
+        .map(|((_, g), values)| TensorCore::from_f32(values, g.shape().clone(), DType::F32))
+        .collect();
+    (outs, nonfinite)
 }
 
 /// The element loops. Each reads its source once and writes every output
