@@ -6,6 +6,7 @@
 //! cargo run --release --example train                  # addition, all three precisions
 //! cargo run --release --example train -- --precision f16 --steps 2000
 //! cargo run --release --example train -- --text notes.txt   # character-level LM
+//! cargo run --release --features cuda --example train -- --device cuda   # on the first GPU
 //! ```
 //!
 //! By default the model learns multi-digit addition written as characters
@@ -20,6 +21,7 @@ mod trainer;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use amp::Device;
 use clap::{Parser, ValueEnum};
 
 use trainer::{Precisions, TrainArgs};
@@ -49,9 +51,10 @@ struct Cli {
     /// Train a character-level language model on this text file instead.
     #[arg(long)]
     text: Option<PathBuf>,
-    /// Where to run: cpu, or cuda (once amp is built with its CUDA backend).
-    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-    device: DeviceArg,
+    /// Where to train: cpu, cuda (the first GPU) or cuda:N. A GPU needs amp's
+    /// CUDA backend: build with `--features cuda`.
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    device: Device,
     /// Save the trained model, optimizer and scaler state here (safetensors).
     #[arg(long)]
     checkpoint: Option<PathBuf>,
@@ -74,10 +77,25 @@ enum Which {
     All,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum DeviceArg {
-    Cpu,
-    Cuda,
+/// `--device`: `cpu`, `cuda` or `cuda:N` (checked against the hardware later,
+/// by [`check_device`]).
+fn parse_device(s: &str) -> Result<Device, String> {
+    s.parse().map_err(|e: amp::Error| e.to_string())
+}
+
+/// The device to train on, checked: a GPU needs this build to have amp's CUDA
+/// backend, a driver and the GPU asked for.
+fn check_device(device: Device) -> Result<Device, String> {
+    let Device::Cuda(n) = device else {
+        return Ok(device);
+    };
+    if cfg!(not(feature = "cuda")) {
+        return Err(format!(
+            "--device {device}: this example was built without CUDA support; rebuild with --features cuda \
+             (cargo run --release --features cuda --example train -- --device {device})"
+        ));
+    }
+    Device::cuda(n).map_err(|e| format!("--device {device}: {e}"))
 }
 
 fn main() -> ExitCode {
@@ -92,12 +110,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
-    if cli.device == DeviceArg::Cuda {
-        return Err(
-            "--device cuda: this build of amp has no CUDA backend yet; run with --device cpu"
-                .into(),
-        );
-    }
+    let device = check_device(cli.device)?;
     let precisions = match cli.precision {
         Which::F32 => Precisions::F32,
         Which::F16 => Precisions::F16,
@@ -124,7 +137,10 @@ fn run(cli: Cli) -> Result<(), String> {
         out: cli.out,
         progress: !cli.quiet,
     };
-    let outcome = trainer::train_and_compare(&args)?;
+    if device != Device::Cpu {
+        eprintln!("training on {device}");
+    }
+    let outcome = trainer::train_and_compare_on(&args, device)?;
     println!("\n{}", outcome.table);
     if let Some(gap) = outcome_gap(&outcome.runs) {
         println!("{gap}");

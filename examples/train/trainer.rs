@@ -10,7 +10,7 @@ use amp::autograd::no_grad;
 use amp::checkpoint::StateDict;
 use amp::nn::{Module, Parameter};
 use amp::optim::{AdamW, AdamWConfig, GradScaler, Optimizer, clip_grad_norm};
-use amp::{BF16, F16, F32, Indices, Precision, memory};
+use amp::{BF16, Device, F16, F32, Indices, Precision, memory};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -82,8 +82,16 @@ pub fn build_task(args: &TrainArgs) -> Result<Task, String> {
     })
 }
 
-/// Train every requested precision, then write the table and the plot.
+/// Train every requested precision on the CPU: [`train_and_compare_on`].
+// The example's main names its device; tests/train_example.rs calls this.
+#[allow(dead_code)]
 pub fn train_and_compare(args: &TrainArgs) -> Result<Outcome, String> {
+    train_and_compare_on(args, Device::Cpu)
+}
+
+/// Train every requested precision on `device`, then write the table and the
+/// plot.
+pub fn train_and_compare_on(args: &TrainArgs, device: Device) -> Result<Outcome, String> {
     if args.steps == 0 || args.batch == 0 {
         return Err("--steps and --batch must be at least 1".into());
     }
@@ -102,18 +110,20 @@ pub fn train_and_compare(args: &TrainArgs) -> Result<Outcome, String> {
     let mut runs = Vec::new();
     let mut samples = (Vec::new(), "");
     if want(Precisions::F32) {
-        let (r, s) = run::<F32, F32Policy, _>("F32", &task, args, |ps| AdamW::new(ps, cfg))?;
+        let (r, s) =
+            run::<F32, F32Policy, _>("F32", &task, args, device, |ps| AdamW::new(ps, cfg))?;
         runs.push(r);
         samples = (s, "F32");
     }
     if want(Precisions::F16) {
-        let (r, s) =
-            run::<F16, F16Policy, _>("F16", &task, args, |ps| AdamW::with_master_weights(ps, cfg))?;
+        let (r, s) = run::<F16, F16Policy, _>("F16", &task, args, device, |ps| {
+            AdamW::with_master_weights(ps, cfg)
+        })?;
         runs.push(r);
         samples = (s, "F16");
     }
     if want(Precisions::Bf16) {
-        let (r, s) = run::<BF16, BF16Policy, _>("BF16", &task, args, |ps| {
+        let (r, s) = run::<BF16, BF16Policy, _>("BF16", &task, args, device, |ps| {
             AdamW::with_master_weights(ps, cfg)
         })?;
         runs.push(r);
@@ -167,12 +177,13 @@ fn err(e: amp::Error) -> String {
     e.to_string()
 }
 
-/// One training run of the model with parameters in `P`, forward under
-/// policy `Pol`, stepped by the optimizer `make_opt` builds.
+/// One training run on `device` of the model with parameters in `P`, forward
+/// under policy `Pol`, stepped by the optimizer `make_opt` builds.
 pub fn run<P, Pol, O>(
     label: &'static str,
     task: &Task,
     args: &TrainArgs,
+    device: Device,
     make_opt: impl FnOnce(Vec<Parameter<P>>) -> amp::Result<O>,
 ) -> Result<(RunSummary, Vec<String>), String>
 where
@@ -182,16 +193,24 @@ where
 {
     let config = model_config(task);
     let mut model = Gpt::<P>::new(config, args.seed).map_err(err)?;
+    let resume = match &args.resume {
+        Some(path) => Some((path, StateDict::load(path).map_err(err)?)),
+        None => None,
+    };
+    if let Some((_, state)) = &resume {
+        state.load_module("model", &model).map_err(err)?;
+    }
+    // The weights are made (and loaded) on the host; the optimizer, built
+    // next, starts its master weights and moments where the weights are.
+    model.to_device(device).map_err(err)?;
     let mut opt = make_opt(model.parameters()).map_err(err)?;
     let mut scaler = GradScaler::<Pol::Low>::new();
     let mut start = 0;
     let mut applied = 0;
     let mut skipped = 0;
-    if let Some(path) = &args.resume {
-        let state = StateDict::load(path).map_err(err)?;
-        state.load_module("model", &model).map_err(err)?;
-        opt.load_state("optim", &state).map_err(err)?;
-        scaler.load_state("scaler", &state).map_err(err)?;
+    if let Some((path, state)) = &resume {
+        opt.load_state("optim", state).map_err(err)?;
+        scaler.load_state("scaler", state).map_err(err)?;
         start = state.meta_parse("train.step").map_err(err)?;
         applied = state.meta_parse("train.applied").map_err(err)?;
         skipped = state.meta_parse("train.skipped").map_err(err)?;
