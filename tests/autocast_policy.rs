@@ -779,7 +779,16 @@ fn check_run(reference: &Reference, run: &Run) -> BTreeSet<&'static str> {
             inputs,
             ran_in,
             output,
+            input_shapes,
         } = r;
+        assert_eq!(
+            input_shapes.len(),
+            inputs.len(),
+            "{what}: `{}` recorded {} shapes for {} inputs",
+            site.op,
+            input_shapes.len(),
+            inputs.len()
+        );
         let rule = reference.rule(site.op);
         assert!(
             !inputs.is_empty(),
@@ -1232,4 +1241,60 @@ fn records_point_at_the_op_call_in_this_file() {
     assert_eq!(records[0].ran_in, [DType::BF16, DType::BF16]);
     assert_eq!(records[1].inputs, [DType::BF16]);
     assert_eq!(records[1].ran_in, [DType::F32]);
+}
+
+/// The plan names GEMM dims that Tensor Cores cannot take at full speed (not
+/// multiples of 8) for matmul-like ops run in low precision, and only those.
+#[test]
+fn plan_reports_dims_that_miss_tensor_core_alignment() -> amp::Result<()> {
+    #[amp::autocast]
+    fn layers(
+        x: &Tensor<F32>,
+        w: &Tensor<F32>,
+        q: &Tensor<F32>,
+    ) -> amp::Result<(Tensor<F16>, Tensor<F16>, Tensor<F16>)> {
+        let a = x.linear(w, None)?;
+        let b = x.matmul(&w.t()?)?;
+        let c = q.scaled_dot_product_attention(q, q, amp::AttentionOptions::default())?;
+        Ok((a, b, c))
+    }
+    let q = Tensor::<F32>::randn([1, 2, 5, 16], 2);
+    // in_features 12 (k), out_features 24 (n): only k misses.
+    let (x, w) = (
+        Tensor::<F32>::randn([4, 12], 0),
+        Tensor::<F32>::randn([24, 12], 1),
+    );
+    let (out, plan) = amp::autocast::record(|| layers(&x, &w, &q));
+    out?;
+    let misfits: Vec<_> = plan
+        .records()
+        .iter()
+        .map(|r| (r.site.op, r.tensor_core_misfits()))
+        .collect();
+    assert_eq!(
+        misfits,
+        [
+            ("linear", vec![("k", 12)]),
+            ("matmul", vec![("k", 12)]),
+            ("scaled_dot_product_attention", vec![("kv length", 5)]),
+        ]
+    );
+    let shown = plan.to_string();
+    assert!(shown.contains("k = 12 not a multiple of 8"), "{shown}");
+    // Aligned dims, and F32 runs, are not reported.
+    let (x, w) = (
+        Tensor::<F32>::randn([3, 16], 0),
+        Tensor::<F32>::randn([8, 16], 1),
+    );
+    let q = Tensor::<F32>::randn([1, 2, 8, 16], 2);
+    let (out, plan) = amp::autocast::record(|| layers(&x, &w, &q));
+    out?;
+    assert!(
+        plan.records()
+            .iter()
+            .all(|r| r.tensor_core_misfits().is_empty()),
+        "{plan}"
+    );
+    assert!(!plan.to_string().contains("note:"));
+    Ok(())
 }

@@ -58,6 +58,58 @@ pub struct OpRecord {
     pub ran_in: Vec<DType>,
     /// Precision of the result, if it is a tensor.
     pub output: Option<DType>,
+    /// Shape of each tensor input.
+    pub input_shapes: Vec<Vec<usize>>,
+}
+
+impl OpRecord {
+    /// For a matmul-like op that ran in F16/BF16: the GEMM dims that are not
+    /// multiples of 8, by name (`("k", 17)`). Tensor Cores read operands in
+    /// 16-byte (8-element) rows, so such a dim is computed correctly but
+    /// below full speed (cuBLASLt picks slower kernels); padding it to a
+    /// multiple of 8 fixes that.
+    ///
+    /// ```
+    /// use amp::{autocast, Tensor, F16, F32};
+    /// #[autocast]
+    /// fn project(x: &Tensor<F32>, w: &Tensor<F32>) -> amp::Result<Tensor<F16>> {
+    ///     x.matmul(w)
+    /// }
+    /// let (x, w) = (Tensor::<F32>::randn([16, 12], 0), Tensor::<F32>::randn([12, 64], 1));
+    /// let (_, plan) = autocast::record(|| project(&x, &w));
+    /// assert_eq!(plan.records()[0].tensor_core_misfits(), vec![("k", 12)]);
+    /// ```
+    pub fn tensor_core_misfits(&self) -> Vec<(&'static str, usize)> {
+        let low = self.ran_in.first().is_some_and(|d| *d != DType::F32);
+        let s = &self.input_shapes;
+        let last = |i: usize| s.get(i).and_then(|d| d.last().copied());
+        let from_end =
+            |i: usize, k: usize| s.get(i).and_then(|d| d.len().checked_sub(k).map(|j| d[j]));
+        let dims: Vec<(&'static str, Option<usize>)> = match self.site.op {
+            "matmul" | "bmm" => vec![("k", last(0)), ("n", last(1))],
+            "linear" => vec![
+                ("k", last(0)),
+                ("n", s.get(1).and_then(|w| w.first().copied())),
+            ],
+            "scaled_dot_product_attention" => {
+                vec![("head dim", last(0)), ("kv length", from_end(1, 2))]
+            }
+            "conv2d" => vec![
+                ("out channels", s.get(1).and_then(|w| w.first().copied())),
+                (
+                    "in channels × kernel",
+                    s.get(1).map(|w| w[1..].iter().product()),
+                ),
+            ],
+            _ => return Vec::new(),
+        };
+        if !low {
+            return Vec::new();
+        }
+        dims.into_iter()
+            .filter_map(|(name, d)| d.filter(|d| d % 8 != 0).map(|d| (name, d)))
+            .collect()
+    }
 }
 
 /// The ops recorded by [`record`], in the order they ran.
@@ -118,6 +170,15 @@ impl fmt::Display for PrecisionPlan {
                 r.site.line,
                 r.site.column
             )?;
+            let misfits = r.tensor_core_misfits();
+            if !misfits.is_empty() {
+                let dims: Vec<String> = misfits.iter().map(|(n, d)| format!("{n} = {d}")).collect();
+                writeln!(
+                    f,
+                    "    note: {} not a multiple of 8: correct, but below Tensor Core speed; pad to a multiple of 8",
+                    dims.join(", ")
+                )?;
+            }
         }
         Ok(())
     }
@@ -125,7 +186,7 @@ impl fmt::Display for PrecisionPlan {
 
 #[derive(Default)]
 struct Recorder {
-    pending: Vec<(DType, DType)>,
+    pending: Vec<(DType, DType, Vec<usize>)>,
     plan: PrecisionPlan,
 }
 
@@ -193,11 +254,11 @@ pub fn begin() -> Frame {
     Frame(RECORDER.with(|r| r.borrow().pending.len()))
 }
 
-/// Note one input's precision before and after its cast.
+/// Note one input's precision before and after its cast, and its shape.
 #[inline(always)]
-pub(crate) fn note_input(from: DType, to: DType) {
+pub(crate) fn note_input(from: DType, to: DType, dims: &[usize]) {
     if ON.with(Cell::get) {
-        RECORDER.with(|r| r.borrow_mut().pending.push((from, to)));
+        RECORDER.with(|r| r.borrow_mut().pending.push((from, to, dims.to_vec())));
     }
 }
 
@@ -215,13 +276,14 @@ impl Frame {
             if self.0 >= r.pending.len() {
                 return;
             }
-            let inputs: Vec<(DType, DType)> = r.pending.drain(self.0..).collect();
+            let inputs: Vec<(DType, DType, Vec<usize>)> = r.pending.drain(self.0..).collect();
             let output = site.tensor_out.then(|| inputs[0].1);
             r.plan.records.push(OpRecord {
                 site: Site { policy, ..*site },
                 inputs: inputs.iter().map(|p| p.0).collect(),
                 ran_in: inputs.iter().map(|p| p.1).collect(),
                 output,
+                input_shapes: inputs.into_iter().map(|p| p.2).collect(),
             });
         });
     }

@@ -77,7 +77,7 @@ impl<T> Pass<T> {
 /// precision plan when one is being recorded.
 #[inline(always)]
 fn cast_input<Pol: Policy, C: CastClass, P: Precision>(t: &Tensor<P>) -> Tensor<C::Target<Pol, P>> {
-    plan::note_input(P::DTYPE, <C::Target<Pol, P> as Precision>::DTYPE);
+    plan::note_input(P::DTYPE, <C::Target<Pol, P> as Precision>::DTYPE, t.dims());
     cache::cast(t)
 }
 
@@ -238,8 +238,8 @@ fn promote_pair<A: Precision + Widest<B>, B: Precision>(
     b: &Tensor<B>,
 ) -> (Tensor<A::Out>, Tensor<A::Out>) {
     let out = <A::Out as Precision>::DTYPE;
-    plan::note_input(A::DTYPE, out);
-    plan::note_input(B::DTYPE, out);
+    plan::note_input(A::DTYPE, out, a.dims());
+    plan::note_input(B::DTYPE, out, b.dims());
     (cache::cast(a), cache::cast(b))
 }
 
@@ -341,7 +341,7 @@ impl<W: Precision> Promoter<W> {
     /// Cast one of the folded tensors to the widest precision.
     #[inline(always)]
     pub fn cast<Q: Precision>(&self, t: &Tensor<Q>) -> Tensor<W> {
-        plan::note_input(Q::DTYPE, W::DTYPE);
+        plan::note_input(Q::DTYPE, W::DTYPE, t.dims());
         cache::cast(t)
     }
 }
