@@ -37,7 +37,7 @@ use std::time::Instant;
 use amp::autocast::{BF16Policy, DefaultRules, F16Policy, F32Policy};
 use amp::autograd::Gradients;
 use amp::nn::{Module, Parameter};
-use amp::optim::{AdamW, AdamWConfig, GradScaler, Optimizer, clip_grad_norm};
+use amp::optim::{AdamW, AdamWConfig, GradScaler, Optimizer};
 use amp::{BF16, Device, F16, F32, Indices, Precision, Tensor};
 
 /// The training example's GPT, the very same code.
@@ -45,6 +45,7 @@ use amp::{BF16, Device, F16, F32, Indices, Precision, Tensor};
 #[path = "../examples/train/model.rs"]
 mod model;
 
+use amp_benches::{backward_and_step, gpt_gradient_shapes, next_token_batch};
 use model::{Gpt, GptConfig};
 
 // ---- timing ------------------------------------------------------------------------------
@@ -196,32 +197,6 @@ fn gemm(gpu: Device) -> amp::Result<()> {
 
 // ---- unscale ----------------------------------------------------------------------------
 
-/// A GPT-style gradient set: a 16384×1024 embedding and four blocks of dim
-/// 1024 (attention, MLP of 4096, norms and biases), 67.2 M elements, about
-/// 256 MiB as F32.
-fn gradient_shapes() -> Vec<Vec<usize>> {
-    let (vocab, d, hidden) = (16384, 1024, 4096);
-    let mut out = vec![vec![vocab, d]];
-    for _ in 0..4 {
-        out.extend([
-            vec![d],
-            vec![d],
-            vec![3 * d, d],
-            vec![3 * d],
-            vec![d, d],
-            vec![d],
-            vec![d],
-            vec![d],
-            vec![hidden, d],
-            vec![hidden],
-            vec![d, hidden],
-            vec![d],
-        ]);
-    }
-    out.extend([vec![d], vec![d]]);
-    out
-}
-
 /// Scaled gradients in `P` on the GPU (keyed by CPU leaves: the unscale
 /// looks only at the gradients).
 fn device_gradients<P: Precision>(host: &[Tensor<F32>], gpu: Device) -> amp::Result<Gradients> {
@@ -250,7 +225,9 @@ fn copy_sources<P: Precision>(host: &[Tensor<F32>], gpu: Device) -> amp::Result<
 }
 
 fn unscale(gpu: Device) -> amp::Result<()> {
-    let shapes = gradient_shapes();
+    // A 16384×1024 embedding and four blocks of dim 1024 (MLP of 4096):
+    // 67.2 M elements, about 256 MiB as F32.
+    let shapes = gpt_gradient_shapes(16384, 1024, 4096, 4);
     let elements: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
     // Gradients of order 1e-2 times a loss scale of 1024: finite in F16.
     let host: Vec<Tensor<F32>> = shapes
@@ -394,13 +371,7 @@ impl<P: Precision, Pol: DefaultRules, O: Optimizer> Step for Run<P, Pol, O> {
         let loss = self
             .model
             .loss::<Pol>(ids, targets, self.size.batch, c.context, c.vocab)?;
-        let scaled = self.scaler.scale(&loss)?.backward()?;
-        drop(loss);
-        let mut grads = scaled.unscale()?;
-        clip_grad_norm(&mut grads, 1.0)?;
-        let stepped = grads.step(&mut self.opt)?;
-        let applied = stepped.applied();
-        self.scaler.update(stepped)?;
+        let applied = backward_and_step(&mut self.scaler, &mut self.opt, loss)?;
         // The head is updated last: reading it waits for the whole step.
         let params = self.model.parameters();
         sync(&params.last().expect("parameters").value())?;
@@ -408,25 +379,25 @@ impl<P: Precision, Pol: DefaultRules, O: Optimizer> Step for Run<P, Pol, O> {
     }
 }
 
-/// Random tokens and their next tokens (xorshift, fixed seed).
-fn batch(size: &TrainSize) -> amp::Result<(Indices, Indices)> {
-    let (b, seq, vocab) = (size.batch, size.config.context, size.config.vocab);
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let tokens: Vec<usize> = (0..b * (seq + 1))
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % vocab as u64) as usize
-        })
-        .collect();
-    let rows = tokens.chunks(seq + 1);
-    let ids = rows.clone().flat_map(|r| r[..seq].to_vec()).collect();
-    let targets = rows.flat_map(|r| r[1..].to_vec()).collect();
-    Ok((
-        Indices::new(ids, [b, seq])?,
-        Indices::new(targets, [b * seq])?,
-    ))
+/// F32 parameters under `Pol`, AdamW stepping them in place (F32, and O1
+/// under the F16 policy).
+fn in_place<Pol: DefaultRules>(
+    size: &'static TrainSize,
+    gpu: Device,
+) -> amp::Result<Box<dyn Step>> {
+    Ok(Box::new(Run::<F32, Pol, _>::new(size, gpu, |ps| {
+        AdamW::new(ps, AdamWConfig::default())
+    })?))
+}
+
+/// `P` parameters under `Pol`, AdamW stepping F32 master weights.
+fn with_masters<P: Precision, Pol: DefaultRules>(
+    size: &'static TrainSize,
+    gpu: Device,
+) -> amp::Result<Box<dyn Step>> {
+    Ok(Box::new(Run::<P, Pol, _>::new(size, gpu, |ps| {
+        AdamW::with_master_weights(ps, AdamWConfig::default())
+    })?))
 }
 
 fn train(gpu: Device) -> amp::Result<()> {
@@ -436,29 +407,13 @@ fn train(gpu: Device) -> amp::Result<()> {
             "{}: dim {}, {} layers, {} heads, seq {}, batch {}, vocab {}",
             size.name, c.dim, c.layers, c.heads, c.context, size.batch, c.vocab
         );
-        let (ids, targets) = batch(size)?;
+        let (ids, targets) = next_token_batch(size.batch, c.context, c.vocab)?;
         type Make = fn(&'static TrainSize, Device) -> amp::Result<Box<dyn Step>>;
         let runs: [(&str, Make); 4] = [
-            ("f32", |s, d| {
-                Ok(Box::new(Run::<F32, F32Policy, _>::new(s, d, |ps| {
-                    AdamW::new(ps, AdamWConfig::default())
-                })?))
-            }),
-            ("f16", |s, d| {
-                Ok(Box::new(Run::<F16, F16Policy, _>::new(s, d, |ps| {
-                    AdamW::with_master_weights(ps, AdamWConfig::default())
-                })?))
-            }),
-            ("bf16", |s, d| {
-                Ok(Box::new(Run::<BF16, BF16Policy, _>::new(s, d, |ps| {
-                    AdamW::with_master_weights(ps, AdamWConfig::default())
-                })?))
-            }),
-            ("o1", |s, d| {
-                Ok(Box::new(Run::<F32, F16Policy, _>::new(s, d, |ps| {
-                    AdamW::new(ps, AdamWConfig::default())
-                })?))
-            }),
+            ("f32", in_place::<F32Policy>),
+            ("f16", with_masters::<F16, F16Policy>),
+            ("bf16", with_masters::<BF16, BF16Policy>),
+            ("o1", in_place::<F16Policy>),
         ];
         println!(
             "{:>5} {:>9} {:>9} {:>9} {:>8}",

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use amp::optim::{GradScaler, Optimizer, clip_grad_norm};
+use amp::{F32, Indices, Precision, Tensor};
 use criterion::Bencher;
 
 /// Per-benchmark sample times (seconds per iteration), from criterion's own
@@ -103,6 +105,81 @@ pub fn keep_freed_memory() {
             mallopt(M_TRIM_THRESHOLD, c_int::MAX);
         }
     }
+}
+
+/// The gradient shapes of a GPT-style model: a `vocab × dim` embedding,
+/// `blocks` blocks of width `dim` (two norms, the fused QKV projection, the
+/// output projection, an MLP of width `hidden`, all with biases) and a final
+/// norm. The unscale benches size their gradient sets with it.
+pub fn gpt_gradient_shapes(
+    vocab: usize,
+    dim: usize,
+    hidden: usize,
+    blocks: usize,
+) -> Vec<Vec<usize>> {
+    let d = dim;
+    let mut out = vec![vec![vocab, d]];
+    for _ in 0..blocks {
+        out.extend([
+            vec![d],
+            vec![d],
+            vec![3 * d, d],
+            vec![3 * d],
+            vec![d, d],
+            vec![d],
+            vec![d],
+            vec![d],
+            vec![hidden, d],
+            vec![hidden],
+            vec![d, hidden],
+            vec![d],
+        ]);
+    }
+    out.extend([vec![d], vec![d]]);
+    out
+}
+
+/// A next-token batch of random tokens below `vocab` (xorshift, fixed seed,
+/// so every run and every bench trains on the same data): ids `[batch, seq]`
+/// and targets `[batch · seq]`, each target the token after its id.
+pub fn next_token_batch(batch: usize, seq: usize, vocab: usize) -> amp::Result<(Indices, Indices)> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let tokens: Vec<usize> = (0..batch * (seq + 1))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % vocab as u64) as usize
+        })
+        .collect();
+    let rows = tokens.chunks(seq + 1);
+    let ids = rows.clone().flat_map(|r| r[..seq].to_vec()).collect();
+    let targets = rows.flat_map(|r| r[1..].to_vec()).collect();
+    Ok((
+        Indices::new(ids, [batch, seq])?,
+        Indices::new(targets, [batch * seq])?,
+    ))
+}
+
+/// The rest of a training step once the forward has made `loss`, as the
+/// training example's loop does it (`examples/train/trainer.rs`): backward
+/// of the scaled loss (then the loss is freed, as there, before the
+/// gradients are unscaled), unscale, clip to norm 1, step `opt`, update the
+/// scale. Returns whether the step was applied: a dynamic scaler skips a
+/// step whose gradients overflowed.
+pub fn backward_and_step<L: Precision, O: Optimizer>(
+    scaler: &mut GradScaler<L>,
+    opt: &mut O,
+    loss: Tensor<F32>,
+) -> amp::Result<bool> {
+    let scaled = scaler.scale(&loss)?.backward()?;
+    drop(loss);
+    let mut grads = scaled.unscale()?;
+    clip_grad_norm(&mut grads, 1.0)?;
+    let stepped = grads.step(opt)?;
+    let applied = stepped.applied();
+    scaler.update(stepped)?;
+    Ok(applied)
 }
 
 /// One line describing the machine, for the figures' provenance.

@@ -33,9 +33,11 @@
 
 use amp::autocast::{BF16Policy, DefaultRules, F16Policy, F32Policy};
 use amp::nn::{Module, Parameter};
-use amp::optim::{AdamW, AdamWConfig, GradScaler, Optimizer, clip_grad_norm};
+use amp::optim::{AdamW, AdamWConfig, GradScaler, Optimizer};
 use amp::{BF16, F16, F32, Indices, Precision, memory};
-use amp_benches::{Recorder, keep_freed_memory, machine, quick_criterion};
+use amp_benches::{
+    Recorder, backward_and_step, keep_freed_memory, machine, next_token_batch, quick_criterion,
+};
 use criterion::SamplingMode;
 
 const VOCAB: usize = 64;
@@ -76,22 +78,8 @@ struct Batch {
 impl Batch {
     /// Random tokens (xorshift, fixed seed); the targets are the next tokens.
     fn new() -> amp::Result<Self> {
-        let mut x = 0x2545_f491_4f6c_dd1du64;
-        let tokens: Vec<usize> = (0..BATCH * (SEQ + 1))
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                (x % VOCAB as u64) as usize
-            })
-            .collect();
-        let rows = tokens.chunks(SEQ + 1);
-        let ids = rows.clone().flat_map(|r| r[..SEQ].to_vec()).collect();
-        let targets = rows.flat_map(|r| r[1..].to_vec()).collect();
-        Ok(Batch {
-            ids: Indices::new(ids, [BATCH, SEQ])?,
-            targets: Indices::new(targets, [BATCH * SEQ])?,
-        })
+        let (ids, targets) = next_token_batch(BATCH, SEQ, VOCAB)?;
+        Ok(Batch { ids, targets })
     }
 }
 
@@ -142,13 +130,7 @@ impl<P: Precision, Pol: DefaultRules, O: Optimizer> Step for Run<P, Pol, O> {
             .model
             .loss::<Pol>(&batch.ids, &batch.targets, BATCH, SEQ, VOCAB)?;
         let activations = memory::live_bytes().saturating_sub(start);
-        let scaled = self.scaler.scale(&loss)?.backward()?;
-        drop(loss);
-        let mut grads = scaled.unscale()?;
-        clip_grad_norm(&mut grads, 1.0)?;
-        let stepped = grads.step(&mut self.opt)?;
-        let applied = stepped.applied();
-        self.scaler.update(stepped)?;
+        let applied = backward_and_step(&mut self.scaler, &mut self.opt, loss)?;
         Ok(StepInfo {
             applied,
             activations,

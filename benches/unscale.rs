@@ -32,7 +32,7 @@ use std::mem::MaybeUninit;
 use amp::autograd::Gradients;
 use amp::optim::GradScaler;
 use amp::{BF16, F16, F32, Precision, Tensor};
-use amp_benches::{Recorder, keep_freed_memory, machine, quick_criterion};
+use amp_benches::{Recorder, gpt_gradient_shapes, keep_freed_memory, machine, quick_criterion};
 use criterion::Throughput;
 use rayon::prelude::*;
 
@@ -41,31 +41,6 @@ use rayon::prelude::*;
 const SCALE: f32 = 1024.0;
 /// Bytes per piece of the parallel copy.
 const PIECE: usize = 128 << 10;
-
-/// The shapes of a GPT-style model's gradients: embedding, three blocks
-/// (norms, attention, MLP, with biases), final norm.
-fn shapes() -> Vec<Vec<usize>> {
-    let (vocab, d, hidden) = (12288, 512, 2048);
-    let mut out = vec![vec![vocab, d]];
-    for _ in 0..3 {
-        out.extend([
-            vec![d],
-            vec![d],
-            vec![3 * d, d],
-            vec![3 * d],
-            vec![d, d],
-            vec![d],
-            vec![d],
-            vec![d],
-            vec![hidden, d],
-            vec![hidden],
-            vec![d, hidden],
-            vec![d],
-        ]);
-    }
-    out.extend([vec![d], vec![d]]);
-    out
-}
 
 /// Scaled gradients in `P` for leaves of `shapes`, with the leaves (the
 /// gradients are keyed by them).
@@ -164,7 +139,8 @@ fn main() {
     keep_freed_memory();
     let rec = Recorder::default();
     let mut c = quick_criterion();
-    let shapes = shapes();
+    // A 12288×512 embedding and three blocks of dim 512, MLP 2048.
+    let shapes = gpt_gradient_shapes(12288, 512, 2048, 3);
     let elements: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
     let runs = [
         ("F32", bench_precision::<F32>(&mut c, &rec, &shapes)),

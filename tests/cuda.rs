@@ -40,9 +40,19 @@ use amp::{
     AttentionOptions, BF16, ClassLossOptions, Conv2dOptions, DType, Device, Error, F16, F32,
     Indices, Precision, Reduction, Result, Tensor,
 };
-use common::{Rng, rel_err, repro, seed, tol};
+use common::{Regression, Rng, assert_dropout, rel_err, repro, seed, tol};
 
 // ---- the device, or why there is none ------------------------------------------------
+
+/// `$check::<P>(args)` for P = F32, F16 and BF16, in that order; a trailing
+/// `?` applies to each call.
+macro_rules! in_each_precision {
+    ($check:ident($($arg:expr),*) $($try:tt)?) => {
+        $check::<F32>($($arg),*)$($try)?;
+        $check::<F16>($($arg),*)$($try)?;
+        $check::<BF16>($($arg),*)$($try)?;
+    };
+}
 
 /// Whether the GPU tests must run (`AMP_REQUIRE_CUDA=1`): on the GPU machine
 /// a missing device is a failure, not a skip.
@@ -50,18 +60,18 @@ fn require_cuda() -> bool {
     std::env::var("AMP_REQUIRE_CUDA").is_ok_and(|v| v.trim() == "1")
 }
 
-/// `cuda:0`, or `None` after printing why the test is skipped. Panics
-/// instead when `AMP_REQUIRE_CUDA=1`.
+/// `cuda:0` and a fresh seed for the test ([`seed`]), or `None` after
+/// printing why the test is skipped. Panics instead when `AMP_REQUIRE_CUDA=1`.
 ///
 /// `AMP_CUDA_TESTS_ON_CPU=1` checks the tests themselves on a machine
 /// without a GPU: the "GPU" side runs on the CPU too, so every comparison
 /// must hold trivially, and a failure is a bug in the test.
-fn gpu(test: &str) -> Option<Device> {
+fn gpu_and_seed(test: &str) -> Option<(Device, u64)> {
     if std::env::var("AMP_CUDA_TESTS_ON_CPU").is_ok_and(|v| v.trim() == "1") {
-        return Some(Device::Cpu);
+        return Some((Device::Cpu, seed()));
     }
     match Device::cuda(0) {
-        Ok(device) => Some(device),
+        Ok(device) => Some((device, seed())),
         Err(e) if require_cuda() => {
             panic!("{test}: AMP_REQUIRE_CUDA=1 but there is no usable CUDA device: {e}")
         }
@@ -102,6 +112,30 @@ fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
     rel_err(got, &want)
 }
 
+/// Assert that `got` is on `gpu` and has `want`'s shape.
+#[track_caller]
+fn assert_on_gpu_like<P: Precision>(
+    what: &str,
+    gpu: Device,
+    got: &Tensor<P>,
+    want: &Tensor<P>,
+    seed: u64,
+) {
+    let what = format!("{what} [{}]", P::NAME);
+    assert_eq!(
+        got.device(),
+        gpu,
+        "{what}: the result left the GPU; {}",
+        repro(seed)
+    );
+    assert_eq!(
+        got.dims(),
+        want.dims(),
+        "{what}: shapes differ; {}",
+        repro(seed)
+    );
+}
+
 /// Assert that `got` is on `gpu`, has `want`'s shape and is within `tol`
 /// of it (relative L2).
 #[track_caller]
@@ -113,20 +147,7 @@ fn assert_close<P: Precision>(
     tol: f64,
     seed: u64,
 ) {
-    assert_eq!(
-        got.device(),
-        gpu,
-        "{what} [{}]: the result left the GPU; {}",
-        P::NAME,
-        repro(seed)
-    );
-    assert_eq!(
-        got.dims(),
-        want.dims(),
-        "{what} [{}]: shapes differ; {}",
-        P::NAME,
-        repro(seed)
-    );
+    assert_on_gpu_like(what, gpu, got, want, seed);
     let err = rel_l2(&got.to_f32_vec(), &want.to_f32_vec());
     assert!(
         err <= tol,
@@ -146,18 +167,7 @@ fn assert_bits<P: Precision>(
     want: &Tensor<P>,
     seed: u64,
 ) {
-    assert_eq!(
-        got.device(),
-        gpu,
-        "{what}: the result left the GPU; {}",
-        repro(seed)
-    );
-    assert_eq!(
-        got.dims(),
-        want.dims(),
-        "{what}: shapes differ; {}",
-        repro(seed)
-    );
+    assert_on_gpu_like(what, gpu, got, want, seed);
     // Widening to f32 is exact and one-to-one for every non-NaN F16/BF16
     // value, so comparing f32 bits compares the elements' bits.
     let (g, w) = (got.to_f32_vec(), want.to_f32_vec());
@@ -227,6 +237,64 @@ fn agree_bits<P: Precision, Q: Precision>(
     assert_bits(what, gpu, &got, &want, seed);
 }
 
+/// The gradients of `Σ f(inputs) ⊙ r` (`r` a fixed random F32 weighting of
+/// the output, so every element's gradient differs) in the inputs marked in
+/// `track`, on `gpu` and on the CPU, agree within `tol`. The inputs not
+/// tracked go in as plain tensors.
+#[track_caller]
+fn agree_grads<P: Precision, Q: Precision>(
+    what: &str,
+    gpu: Device,
+    seed: u64,
+    tol: f64,
+    inputs: &[Tensor<P>],
+    track: &[bool],
+    f: impl Fn(&[Tensor<P>]) -> Result<Tensor<Q>>,
+) {
+    assert_eq!(
+        inputs.len(),
+        track.len(),
+        "{what}: one `track` flag per input"
+    );
+    let run = |device: Device| -> Result<Vec<Tensor<P>>> {
+        let leaves: Vec<Tensor<P>> = inputs
+            .iter()
+            .zip(track)
+            .map(|(t, &tracked)| {
+                let t = t.to_device(device)?;
+                Ok(if tracked { t.requires_grad() } else { t })
+            })
+            .collect::<Result<_>>()?;
+        let y = f(&leaves)?;
+        let r = Tensor::<F32>::randn(y.dims(), seed ^ 0x9d).to_device(device)?;
+        let grads = y.cast::<F32>().mul(&r)?.sum().backward()?;
+        Ok(leaves
+            .iter()
+            .zip(track)
+            .filter(|&(_, &tracked)| tracked)
+            .map(|(l, _)| grads.get(l).expect("a gradient"))
+            .collect())
+    };
+    let on = |device: Device| {
+        run(device).unwrap_or_else(|e| {
+            panic!(
+                "{what} [{}] gradients on {device}: {e}; {}",
+                P::NAME,
+                repro(seed)
+            )
+        })
+    };
+    let (got, want) = (on(gpu), on(Device::Cpu));
+    for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_close(&format!("{what}: gradient {k}"), gpu, g, w, tol, seed);
+    }
+}
+
+/// Standard normal data in `P`.
+fn randn<P: Precision>(dims: &[usize], seed: u64) -> Tensor<P> {
+    Tensor::<F32>::randn(dims, seed).cast::<P>()
+}
+
 /// Uniform `[lo, hi)` data in `P`.
 fn uniform<P: Precision>(dims: &[usize], lo: f32, hi: f32, seed: u64) -> Tensor<P> {
     Tensor::<F32>::rand(dims, seed)
@@ -246,6 +314,25 @@ fn away_from_zero<P: Precision>(dims: &[usize], seed: u64) -> Tensor<P> {
         .map(|(m, s)| if s < 0.0 { -m } else { *m })
         .collect();
     Tensor::<F32>::from_f32(&values, dims).unwrap().cast::<P>()
+}
+
+/// A pointwise op on one tensor.
+type UnaryOp<P> = fn(&Tensor<P>) -> Result<Tensor<P>>;
+
+/// The activations and other pointwise ops with a backward rule in every
+/// precision: the forward and the gradient tests both check them.
+fn activations<P: Precision>() -> [(&'static str, UnaryOp<P>); 9] {
+    [
+        ("abs", |t| Ok(t.abs())),
+        ("sqr", |t| Ok(t.sqr())),
+        ("relu", |t| Ok(t.relu())),
+        ("gelu", |t| Ok(t.gelu())),
+        ("gelu_tanh", |t| Ok(t.gelu_tanh())),
+        ("silu", |t| Ok(t.silu())),
+        ("tanh", |t| Ok(t.tanh())),
+        ("sigmoid", |t| Ok(t.sigmoid())),
+        ("clamp(-0.5, 1)", |t| t.clamp(-0.5, 1.0)),
+    ]
 }
 
 // ---- without a GPU ----------------------------------------------------------------------
@@ -308,10 +395,9 @@ fn asking_for_a_missing_gpu_is_an_error_and_the_cpu_keeps_working() -> Result<()
 
 #[test]
 fn uploads_and_downloads_are_bit_exact() -> Result<()> {
-    let Some(gpu) = gpu("uploads_and_downloads_are_bit_exact") else {
+    let Some((gpu, seed)) = gpu_and_seed("uploads_and_downloads_are_bit_exact") else {
         return Ok(());
     };
-    let seed = seed();
     fn round_trip<P: Precision>(gpu: Device, seed: u64) -> Result<()> {
         // Sizes around the kernels' block and vector widths, and a big one.
         for (i, n) in [1usize, 7, 255, 256, 257, 4099, (1 << 20) + 3]
@@ -332,9 +418,7 @@ fn uploads_and_downloads_are_bit_exact() -> Result<()> {
         }
         Ok(())
     }
-    round_trip::<F32>(gpu, seed)?;
-    round_trip::<F16>(gpu, seed)?;
-    round_trip::<BF16>(gpu, seed)?;
+    in_each_precision!(round_trip(gpu, seed)?);
     // Moving to the device it is on is free.
     let x = Tensor::<F32>::ones([4]).to_device(gpu)?;
     assert!(x.to_device(gpu)?.shares_storage_with(&x));
@@ -350,10 +434,10 @@ fn uploads_and_downloads_are_bit_exact() -> Result<()> {
 
 #[test]
 fn casts_are_bit_exact_including_inf_nan_and_subnormals() -> Result<()> {
-    let Some(gpu) = gpu("casts_are_bit_exact_including_inf_nan_and_subnormals") else {
+    let Some((gpu, seed)) = gpu_and_seed("casts_are_bit_exact_including_inf_nan_and_subnormals")
+    else {
         return Ok(());
     };
-    let seed = seed();
     let mut rng = Rng::new(seed);
     // F32 specials: zeros, infinities, NaN, F16's and BF16's extremes and
     // subnormals, values on both sides of F16's overflow, rounding ties,
@@ -427,10 +511,9 @@ fn casts_are_bit_exact_including_inf_nan_and_subnormals() -> Result<()> {
 
 #[test]
 fn contiguous_copies_of_views_are_bit_exact() -> Result<()> {
-    let Some(gpu) = gpu("contiguous_copies_of_views_are_bit_exact") else {
+    let Some((gpu, seed)) = gpu_and_seed("contiguous_copies_of_views_are_bit_exact") else {
         return Ok(());
     };
-    let seed = seed();
     fn views<P: Precision>(gpu: Device, seed: u64) {
         let x = Tensor::<F32>::randn([5, 7, 9], seed).cast::<P>();
         type View<P> = fn(&Tensor<P>) -> Result<Tensor<P>>;
@@ -460,9 +543,7 @@ fn contiguous_copies_of_views_are_bit_exact() -> Result<()> {
             });
         }
     }
-    views::<F32>(gpu, seed);
-    views::<F16>(gpu, seed);
-    views::<BF16>(gpu, seed);
+    in_each_precision!(views(gpu, seed));
     Ok(())
 }
 
@@ -470,10 +551,9 @@ fn contiguous_copies_of_views_are_bit_exact() -> Result<()> {
 
 #[test]
 fn binary_ops_with_broadcasting_match_the_cpu() -> Result<()> {
-    let Some(gpu) = gpu("binary_ops_with_broadcasting_match_the_cpu") else {
+    let Some((gpu, seed)) = gpu_and_seed("binary_ops_with_broadcasting_match_the_cpu") else {
         return Ok(());
     };
-    let seed = seed();
     fn binary<P: Precision>(gpu: Device, seed: u64) {
         let shapes: [(&[usize], &[usize]); 7] = [
             (&[4, 5, 6], &[4, 5, 6]),
@@ -512,42 +592,30 @@ fn binary_ops_with_broadcasting_match_the_cpu() -> Result<()> {
             |t| t[0].add(&t[1].t()?),
         );
     }
-    binary::<F32>(gpu, seed);
-    binary::<F16>(gpu, seed);
-    binary::<BF16>(gpu, seed);
+    in_each_precision!(binary(gpu, seed));
     Ok(())
 }
 
 #[test]
 fn unary_ops_and_activations_match_the_cpu() -> Result<()> {
-    let Some(gpu) = gpu("unary_ops_and_activations_match_the_cpu") else {
+    let Some((gpu, seed)) = gpu_and_seed("unary_ops_and_activations_match_the_cpu") else {
         return Ok(());
     };
-    let seed = seed();
     fn unary<P: Precision>(gpu: Device, seed: u64) {
-        type Op<P> = fn(&Tensor<P>) -> Result<Tensor<P>>;
-        let ops: [(&str, Op<P>); 14] = [
+        let more: [(&str, UnaryOp<P>); 5] = [
             ("neg", |t| Ok(t.neg())),
-            ("abs", |t| Ok(t.abs())),
             ("sqrt of |x|", |t| Ok(t.abs().sqrt())),
-            ("sqr", |t| Ok(t.sqr())),
-            ("relu", |t| Ok(t.relu())),
-            ("gelu", |t| Ok(t.gelu())),
-            ("gelu_tanh", |t| Ok(t.gelu_tanh())),
-            ("silu", |t| Ok(t.silu())),
-            ("tanh", |t| Ok(t.tanh())),
-            ("sigmoid", |t| Ok(t.sigmoid())),
             ("affine(1.5, -0.25)", |t| Ok(t.affine(1.5, -0.25))),
             ("add_scalar(3)", |t| Ok(t.add_scalar(3.0))),
             ("mul_scalar(-0.5)", |t| Ok(t.mul_scalar(-0.5))),
-            ("clamp(-0.5, 1)", |t| t.clamp(-0.5, 1.0)),
         ];
+        let ops: Vec<_> = activations::<P>().into_iter().chain(more).collect();
         for (i, dims) in [&[3usize, 5, 7][..], &[(1 << 20) + 1]].iter().enumerate() {
             let s = seed + i as u64;
             // Spread over the activations' interesting range and beyond.
             let x = Tensor::<F32>::randn(*dims, s).mul_scalar(3.0).cast::<P>();
             let x = std::slice::from_ref(&x);
-            for (what, op) in ops {
+            for &(what, op) in &ops {
                 agree(&format!("{what} {dims:?}"), gpu, s, tol::<P>(), x, |t| {
                     op(&t[0])
                 });
@@ -560,9 +628,7 @@ fn unary_ops_and_activations_match_the_cpu() -> Result<()> {
             }
         }
     }
-    unary::<F32>(gpu, seed);
-    unary::<F16>(gpu, seed);
-    unary::<BF16>(gpu, seed);
+    in_each_precision!(unary(gpu, seed));
 
     // The wide-only functions, in F32.
     let pos = uniform::<F32>(&[4097], 0.05, 20.0, seed);
@@ -584,34 +650,16 @@ fn unary_ops_and_activations_match_the_cpu() -> Result<()> {
 
 #[test]
 fn dropout_on_the_gpu_masks_and_rescales() -> Result<()> {
-    let Some(gpu) = gpu("dropout_on_the_gpu_masks_and_rescales") else {
+    let Some((gpu, seed)) = gpu_and_seed("dropout_on_the_gpu_masks_and_rescales") else {
         return Ok(());
     };
-    let seed = seed();
     // The GPU's mask need not be the CPU's; its statistics must be right.
     let n = 1 << 18;
     let p = 0.3f32;
     let x = uniform::<F32>(&[n], 1.0, 2.0, seed);
     let y = x.to_device(gpu)?.dropout(p, seed)?;
     assert_eq!(y.device(), gpu);
-    let (xs, ys) = (x.to_f32_vec(), y.to_f32_vec());
-    let dropped = ys.iter().filter(|&&v| v == 0.0).count() as f64 / n as f64;
-    // 6 standard deviations of the binomial fraction.
-    let sd = (p as f64 * (1.0 - p as f64) / n as f64).sqrt();
-    assert!(
-        (dropped - p as f64).abs() < 6.0 * sd,
-        "dropped {dropped}, expected {p}; {}",
-        repro(seed)
-    );
-    for (i, (&a, &b)) in xs.iter().zip(&ys).enumerate() {
-        if b != 0.0 {
-            let want = a / (1.0 - p);
-            assert!(
-                (b - want).abs() <= 1e-6 * want,
-                "element {i}: {b} kept, expected {want}"
-            );
-        }
-    }
+    assert_dropout(&x.to_f32_vec(), &y.to_f32_vec(), p, seed);
     Ok(())
 }
 
@@ -619,10 +667,9 @@ fn dropout_on_the_gpu_masks_and_rescales() -> Result<()> {
 
 #[test]
 fn reductions_and_softmax_match_the_cpu() -> Result<()> {
-    let Some(gpu) = gpu("reductions_and_softmax_match_the_cpu") else {
+    let Some((gpu, seed)) = gpu_and_seed("reductions_and_softmax_match_the_cpu") else {
         return Ok(());
     };
-    let seed = seed();
     let t32 = tol::<F32>();
     // Short and long rows, few and many of them, an odd 3-D shape.
     for (i, dims) in [
@@ -700,10 +747,9 @@ fn reductions_and_softmax_match_the_cpu() -> Result<()> {
 
 #[test]
 fn layer_norm_and_rms_norm_match_the_cpu() -> Result<()> {
-    let Some(gpu) = gpu("layer_norm_and_rms_norm_match_the_cpu") else {
+    let Some((gpu, seed)) = gpu_and_seed("layer_norm_and_rms_norm_match_the_cpu") else {
         return Ok(());
     };
-    let seed = seed();
     let t32 = tol::<F32>();
     for (i, (dims, norm)) in [
         (&[4usize, 7, 64][..], &[64usize][..]),
@@ -736,44 +782,27 @@ fn layer_norm_and_rms_norm_match_the_cpu() -> Result<()> {
         });
     }
     // Their gradients, in the input, the weight and the bias.
-    let x = Tensor::<F32>::randn([6, 48], seed);
-    let w = Tensor::<F32>::randn([48], seed + 1);
-    let b = Tensor::<F32>::randn([48], seed + 2);
-    let r = Tensor::<F32>::randn([6, 48], seed + 3);
-    for (what, rms) in [("layer_norm", false), ("rms_norm", true)] {
-        let run = |device: Device| -> Result<Vec<Vec<f32>>> {
-            let leaves: Vec<Tensor<F32>> = [&x, &w, &b]
-                .iter()
-                .map(|t| Ok(t.to_device(device)?.requires_grad()))
-                .collect::<Result<_>>()?;
-            let y = if rms {
-                leaves[0].rms_norm(&[48], Some(&leaves[1]), 1e-6)?
-            } else {
-                leaves[0].layer_norm(&[48], Some(&leaves[1]), Some(&leaves[2]), 1e-5)?
-            };
-            let grads = y.mul(&r.to_device(device)?)?.sum().backward()?;
-            let n = if rms { 2 } else { 3 };
-            Ok(leaves[..n]
-                .iter()
-                .map(|l| grads.get(l).expect("a gradient").to_f32_vec())
-                .collect())
-        };
-        let (g, c) = (run(gpu)?, run(Device::Cpu)?);
-        for (k, (g, c)) in g.iter().zip(&c).enumerate() {
-            let err = rel_l2(g, c);
-            assert!(err < 1e-5, "{what} gradient {k}: {err:e}; {}", repro(seed));
-        }
-    }
+    let xwb = [
+        Tensor::<F32>::randn([6, 48], seed),
+        Tensor::<F32>::randn([48], seed + 1),
+        Tensor::<F32>::randn([48], seed + 2),
+    ];
+    agree_grads("layer_norm", gpu, seed, 1e-5, &xwb, &[true; 3], |t| {
+        t[0].layer_norm(&[48], Some(&t[1]), Some(&t[2]), 1e-5)
+    });
+    agree_grads("rms_norm", gpu, seed, 1e-5, &xwb[..2], &[true; 2], |t| {
+        t[0].rms_norm(&[48], Some(&t[1]), 1e-6)
+    });
     Ok(())
 }
 
 #[test]
 fn cross_entropy_and_nll_match_the_cpu_with_ignore_index_and_smoothing() -> Result<()> {
-    let Some(gpu) = gpu("cross_entropy_and_nll_match_the_cpu_with_ignore_index_and_smoothing")
+    let Some((gpu, seed)) =
+        gpu_and_seed("cross_entropy_and_nll_match_the_cpu_with_ignore_index_and_smoothing")
     else {
         return Ok(());
     };
-    let seed = seed();
     let mut rng = Rng::new(seed);
     let t32 = tol::<F32>();
     for (i, (n, c)) in [(1usize, 2usize), (64, 10), (300, 1000), (7, 50257)]
@@ -859,10 +888,10 @@ fn cross_entropy_and_nll_match_the_cpu_with_ignore_index_and_smoothing() -> Resu
 
 #[test]
 fn embedding_index_select_cat_and_stack_are_bit_exact() -> Result<()> {
-    let Some(gpu) = gpu("embedding_index_select_cat_and_stack_are_bit_exact") else {
+    let Some((gpu, seed)) = gpu_and_seed("embedding_index_select_cat_and_stack_are_bit_exact")
+    else {
         return Ok(());
     };
-    let seed = seed();
     fn indexing<P: Precision>(gpu: Device, seed: u64) -> Result<()> {
         let mut rng = Rng::new(seed);
         let table = Tensor::<F32>::randn([97, 24], seed).cast::<P>();
@@ -906,28 +935,13 @@ fn embedding_index_select_cat_and_stack_are_bit_exact() -> Result<()> {
             )
         });
         // The gradient of an embedding scatters into repeated rows.
-        let (g, w) = both("embedding gradient", gpu, seed, table, |t| {
-            let leaf = t[0].detach().requires_grad();
-            let y = leaf.embedding(&ids)?;
-            let r = Tensor::<F32>::randn([6, 11, 24], seed + 9)
-                .cast::<P>()
-                .to_device(leaf.device())?;
-            let grads = y.mul(&r)?.cast::<F32>().sum().backward()?;
-            Ok(grads.get(&leaf).expect("a gradient"))
+        let tol = composite_tol::<P>();
+        agree_grads("embedding", gpu, seed, tol, table, &[true], |t| {
+            t[0].embedding(&ids)
         });
-        assert_close(
-            "embedding gradient",
-            gpu,
-            &g,
-            &w,
-            composite_tol::<P>(),
-            seed,
-        );
         Ok(())
     }
-    indexing::<F32>(gpu, seed)?;
-    indexing::<F16>(gpu, seed)?;
-    indexing::<BF16>(gpu, seed)?;
+    in_each_precision!(indexing(gpu, seed)?);
     Ok(())
 }
 
@@ -935,13 +949,11 @@ fn embedding_index_select_cat_and_stack_are_bit_exact() -> Result<()> {
 
 #[test]
 fn matmul_in_every_form_matches_the_cpu() -> Result<()> {
-    let Some(gpu) = gpu("matmul_in_every_form_matches_the_cpu") else {
+    let Some((gpu, seed)) = gpu_and_seed("matmul_in_every_form_matches_the_cpu") else {
         return Ok(());
     };
-    let seed = seed();
     fn matmuls<P: Precision>(gpu: Device, seed: u64) {
         let tol = tol::<P>();
-        let randn = |dims: &[usize], s: u64| Tensor::<F32>::randn(dims, s).cast::<P>();
         // 2-D, including sizes that are not multiples of 8 (no Tensor Core
         // tile fits them exactly) and a long k.
         for (i, (m, k, n)) in [
@@ -957,11 +969,11 @@ fn matmul_in_every_form_matches_the_cpu() -> Result<()> {
         .enumerate()
         {
             let s = seed + 2 * i as u64;
-            let ab = [randn(&[m, k], s), randn(&[k, n], s + 1)];
+            let ab = [randn::<P>(&[m, k], s), randn::<P>(&[k, n], s + 1)];
             let what = format!("matmul [{m}, {k}] x [{k}, {n}]");
             agree(&what, gpu, s, tol, &ab, |t| t[0].matmul(&t[1]));
             // Transposed operands (column-major to the GEMM).
-            let abt = [randn(&[k, m], s), randn(&[n, k], s + 1)];
+            let abt = [randn::<P>(&[k, m], s), randn::<P>(&[n, k], s + 1)];
             agree(
                 &format!("{what}, both transposed"),
                 gpu,
@@ -971,94 +983,52 @@ fn matmul_in_every_form_matches_the_cpu() -> Result<()> {
                 |t| t[0].t()?.matmul(&t[1].t()?),
             );
         }
-        let ab = [randn(&[5, 17, 9], seed), randn(&[5, 9, 11], seed + 1)];
-        agree(
-            "batched matmul [5, 17, 9] x [5, 9, 11]",
-            gpu,
-            seed,
-            tol,
-            &ab,
-            |t| t[0].matmul(&t[1]),
-        );
-        agree("bmm [5, 17, 9] x [5, 9, 11]", gpu, seed, tol, &ab, |t| {
-            t[0].bmm(&t[1])
-        });
-        let ab = [randn(&[4, 6, 10], seed), randn(&[10, 3], seed + 1)];
-        agree(
-            "broadcast matmul [4, 6, 10] x [10, 3]",
-            gpu,
-            seed,
-            tol,
-            &ab,
-            |t| t[0].matmul(&t[1]),
-        );
-        let ab = [randn(&[6, 10], seed), randn(&[4, 10, 3], seed + 1)];
-        agree(
-            "broadcast matmul [6, 10] x [4, 10, 3]",
-            gpu,
-            seed,
-            tol,
-            &ab,
-            |t| t[0].matmul(&t[1]),
-        );
-        let ab = [randn(&[2, 1, 7, 12], seed), randn(&[3, 12, 5], seed + 1)];
-        agree(
-            "broadcast matmul [2, 1, 7, 12] x [3, 12, 5]",
-            gpu,
-            seed,
-            tol,
-            &ab,
-            |t| t[0].matmul(&t[1]),
-        );
+        // Batched, then broadcast on either side.
+        let batched: [(&[usize], &[usize]); 4] = [
+            (&[5, 17, 9], &[5, 9, 11]),
+            (&[4, 6, 10], &[10, 3]),
+            (&[6, 10], &[4, 10, 3]),
+            (&[2, 1, 7, 12], &[3, 12, 5]),
+        ];
+        for (da, db) in batched {
+            let ab = [randn::<P>(da, seed), randn::<P>(db, seed + 1)];
+            let what = format!("matmul {da:?} x {db:?}");
+            agree(&what, gpu, seed, tol, &ab, |t| t[0].matmul(&t[1]));
+            // bmm: the same batch on both sides, nothing broadcast.
+            if da.len() == db.len() {
+                agree(&format!("bmm {da:?} x {db:?}"), gpu, seed, tol, &ab, |t| {
+                    t[0].bmm(&t[1])
+                });
+            }
+        }
         // Linear with a bias, on a 3-D input, and its gradients.
         let xwb = [
-            randn(&[4, 10, 33], seed),
-            randn(&[17, 33], seed + 1),
-            randn(&[17], seed + 2),
+            randn::<P>(&[4, 10, 33], seed),
+            randn::<P>(&[17, 33], seed + 1),
+            randn::<P>(&[17], seed + 2),
         ];
-        agree(
-            "linear [4, 10, 33] by [17, 33] + bias",
-            gpu,
-            seed,
-            tol,
-            &xwb,
-            |t| t[0].linear(&t[1], Some(&t[2])),
-        );
+        let what = "linear [4, 10, 33] by [17, 33] + bias";
+        agree(what, gpu, seed, tol, &xwb, |t| {
+            t[0].linear(&t[1], Some(&t[2]))
+        });
         agree("linear, no bias", gpu, seed, tol, &xwb, |t| {
             t[0].linear(&t[1], None)
         });
-        for k in 0..3 {
-            let (g, w) = both(&format!("linear gradient {k}"), gpu, seed, &xwb, |t| {
-                let leaves: Vec<Tensor<P>> = t.iter().map(|x| x.detach().requires_grad()).collect();
-                let y = leaves[0].linear(&leaves[1], Some(&leaves[2]))?;
-                let r = Tensor::<F32>::randn([4, 10, 17], seed + 7).to_device(y.device())?;
-                let grads = y.cast::<F32>().mul(&r)?.sum().backward()?;
-                Ok(grads.get(&leaves[k]).expect("a gradient"))
-            });
-            assert_close(
-                &format!("linear gradient {k}"),
-                gpu,
-                &g,
-                &w,
-                composite_tol::<P>(),
-                seed,
-            );
-        }
+        let grad_tol = composite_tol::<P>();
+        agree_grads(what, gpu, seed, grad_tol, &xwb, &[true; 3], |t| {
+            t[0].linear(&t[1], Some(&t[2]))
+        });
     }
-    matmuls::<F32>(gpu, seed);
-    matmuls::<F16>(gpu, seed);
-    matmuls::<BF16>(gpu, seed);
+    in_each_precision!(matmuls(gpu, seed));
     Ok(())
 }
 
 #[test]
 fn conv2d_matches_the_cpu() -> Result<()> {
-    let Some(gpu) = gpu("conv2d_matches_the_cpu") else {
+    let Some((gpu, seed)) = gpu_and_seed("conv2d_matches_the_cpu") else {
         return Ok(());
     };
-    let seed = seed();
     fn convs<P: Precision>(gpu: Device, seed: u64) {
-        let randn = |dims: &[usize], s: u64| Tensor::<F32>::randn(dims, s).cast::<P>();
         let cases = [
             (
                 [2usize, 3, 9, 11],
@@ -1088,54 +1058,41 @@ fn conv2d_matches_the_cpu() -> Result<()> {
         ];
         for (i, (xd, wd, opts)) in cases.into_iter().enumerate() {
             let s = seed + 3 * i as u64;
-            let xwb = [randn(&xd, s), randn(&wd, s + 1), randn(&[wd[0]], s + 2)];
+            let xwb = [
+                randn::<P>(&xd, s),
+                randn::<P>(&wd, s + 1),
+                randn::<P>(&[wd[0]], s + 2),
+            ];
             let what = format!("conv2d {xd:?} * {wd:?} ({opts:?})");
             agree(&what, gpu, s, tol::<P>(), &xwb, |t| {
                 t[0].conv2d(&t[1], Some(&t[2]), opts)
             });
-            for k in 0..2 {
-                let (g, w) = both(&format!("{what} gradient {k}"), gpu, s, &xwb, |t| {
-                    let leaves: Vec<Tensor<P>> =
-                        t.iter().map(|x| x.detach().requires_grad()).collect();
-                    let y = leaves[0].conv2d(&leaves[1], Some(&leaves[2]), opts)?;
-                    let r = Tensor::<F32>::randn(y.dims(), s + 5).to_device(y.device())?;
-                    let grads = y.cast::<F32>().mul(&r)?.sum().backward()?;
-                    Ok(grads.get(&leaves[k]).expect("a gradient"))
-                });
-                assert_close(
-                    &format!("{what} gradient {k}"),
-                    gpu,
-                    &g,
-                    &w,
-                    composite_tol::<P>(),
-                    s,
-                );
-            }
+            // In the input and the weight.
+            let track = [true, true, false];
+            agree_grads(&what, gpu, s, composite_tol::<P>(), &xwb, &track, |t| {
+                t[0].conv2d(&t[1], Some(&t[2]), opts)
+            });
         }
     }
-    convs::<F32>(gpu, seed);
-    convs::<F16>(gpu, seed);
-    convs::<BF16>(gpu, seed);
+    in_each_precision!(convs(gpu, seed));
     Ok(())
 }
 
 #[test]
 fn attention_matches_the_cpu() -> Result<()> {
-    let Some(gpu) = gpu("attention_matches_the_cpu") else {
+    let Some((gpu, seed)) = gpu_and_seed("attention_matches_the_cpu") else {
         return Ok(());
     };
-    let seed = seed();
     fn attention<P: Precision>(gpu: Device, seed: u64) {
-        let randn = |dims: &[usize], s: u64| Tensor::<F32>::randn(dims, s).cast::<P>();
         for (i, (l, s_len, e)) in [(17usize, 17usize, 16usize), (64, 64, 64), (5, 33, 8)]
             .into_iter()
             .enumerate()
         {
             let s = seed + 3 * i as u64;
             let qkv = [
-                randn(&[2, 4, l, e], s),
-                randn(&[2, 4, s_len, e], s + 1),
-                randn(&[2, 4, s_len, e], s + 2),
+                randn::<P>(&[2, 4, l, e], s),
+                randn::<P>(&[2, 4, s_len, e], s + 1),
+                randn::<P>(&[2, 4, s_len, e], s + 2),
             ];
             for (causal, scale) in [(false, None), (true, None), (false, Some(0.3))] {
                 if causal && l != s_len {
@@ -1143,111 +1100,29 @@ fn attention_matches_the_cpu() -> Result<()> {
                 }
                 let opts = AttentionOptions { causal, scale };
                 let what = format!("attention L {l} S {s_len} E {e} ({opts:?})");
-                agree(&what, gpu, s, composite_tol::<P>(), &qkv, |t| {
+                let tol = composite_tol::<P>();
+                agree(&what, gpu, s, tol, &qkv, |t| {
                     t[0].scaled_dot_product_attention(&t[1], &t[2], opts)
                 });
-                for k in 0..3 {
-                    let (g, w) = both(&format!("{what} gradient {k}"), gpu, s, &qkv, |t| {
-                        let leaves: Vec<Tensor<P>> =
-                            t.iter().map(|x| x.detach().requires_grad()).collect();
-                        let y =
-                            leaves[0].scaled_dot_product_attention(&leaves[1], &leaves[2], opts)?;
-                        let r = Tensor::<F32>::randn(y.dims(), s + 7).to_device(y.device())?;
-                        let grads = y.cast::<F32>().mul(&r)?.sum().backward()?;
-                        Ok(grads.get(&leaves[k]).expect("a gradient"))
-                    });
-                    assert_close(
-                        &format!("{what} gradient {k}"),
-                        gpu,
-                        &g,
-                        &w,
-                        composite_tol::<P>(),
-                        s,
-                    );
-                }
+                agree_grads(&what, gpu, s, tol, &qkv, &[true; 3], |t| {
+                    t[0].scaled_dot_product_attention(&t[1], &t[2], opts)
+                });
             }
         }
     }
-    attention::<F32>(gpu, seed);
-    attention::<F16>(gpu, seed);
-    attention::<BF16>(gpu, seed);
+    in_each_precision!(attention(gpu, seed));
     Ok(())
 }
 
 // ---- backward passes on the device --------------------------------------------------------
 
-/// The gradients of `Σ f(inputs) ⊙ r` (`r` a fixed random F32 weighting of
-/// the output, so every element's gradient differs) in the inputs marked in
-/// `track`, on `gpu` and on the CPU, agree within `tol`. The inputs not
-/// tracked go in as plain tensors.
-#[track_caller]
-fn agree_grads<P: Precision, Q: Precision>(
-    what: &str,
-    gpu: Device,
-    seed: u64,
-    tol: f64,
-    inputs: &[Tensor<P>],
-    track: &[bool],
-    f: impl Fn(&[Tensor<P>]) -> Result<Tensor<Q>>,
-) {
-    assert_eq!(
-        inputs.len(),
-        track.len(),
-        "{what}: one `track` flag per input"
-    );
-    let run = |device: Device| -> Result<Vec<Tensor<P>>> {
-        let leaves: Vec<Tensor<P>> = inputs
-            .iter()
-            .zip(track)
-            .map(|(t, &tracked)| {
-                let t = t.to_device(device)?;
-                Ok(if tracked { t.requires_grad() } else { t })
-            })
-            .collect::<Result<_>>()?;
-        let y = f(&leaves)?;
-        let r = Tensor::<F32>::randn(y.dims(), seed ^ 0x9d).to_device(device)?;
-        let grads = y.cast::<F32>().mul(&r)?.sum().backward()?;
-        Ok(leaves
-            .iter()
-            .zip(track)
-            .filter(|&(_, &tracked)| tracked)
-            .map(|(l, _)| grads.get(l).expect("a gradient"))
-            .collect())
-    };
-    let on = |device: Device| {
-        run(device).unwrap_or_else(|e| {
-            panic!(
-                "{what} [{}] gradients on {device}: {e}; {}",
-                P::NAME,
-                repro(seed)
-            )
-        })
-    };
-    let (got, want) = (on(gpu), on(Device::Cpu));
-    for (k, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert_close(&format!("{what}: gradient {k}"), gpu, g, w, tol, seed);
-    }
-}
-
 #[test]
 fn activation_gradients_match_the_cpu() -> Result<()> {
-    let Some(gpu) = gpu("activation_gradients_match_the_cpu") else {
+    let Some((gpu, seed)) = gpu_and_seed("activation_gradients_match_the_cpu") else {
         return Ok(());
     };
-    let seed = seed();
-    fn activations<P: Precision>(gpu: Device, seed: u64) {
-        type Op<P> = fn(&Tensor<P>) -> Result<Tensor<P>>;
-        let ops: [(&str, Op<P>); 9] = [
-            ("abs", |t| Ok(t.abs())),
-            ("sqr", |t| Ok(t.sqr())),
-            ("relu", |t| Ok(t.relu())),
-            ("gelu", |t| Ok(t.gelu())),
-            ("gelu_tanh", |t| Ok(t.gelu_tanh())),
-            ("silu", |t| Ok(t.silu())),
-            ("tanh", |t| Ok(t.tanh())),
-            ("sigmoid", |t| Ok(t.sigmoid())),
-            ("clamp(-0.5, 1)", |t| t.clamp(-0.5, 1.0)),
-        ];
+    fn gradients<P: Precision>(gpu: Device, seed: u64) {
+        let ops = activations::<P>();
         let tol = composite_tol::<P>();
         for (i, dims) in [&[3usize, 5, 7][..], &[(1 << 16) + 3]].iter().enumerate() {
             let s = seed + i as u64;
@@ -1268,9 +1143,7 @@ fn activation_gradients_match_the_cpu() -> Result<()> {
             }
         }
     }
-    activations::<F32>(gpu, seed);
-    activations::<F16>(gpu, seed);
-    activations::<BF16>(gpu, seed);
+    in_each_precision!(gradients(gpu, seed));
 
     // The wide-only functions, in F32.
     let t32 = composite_tol::<F32>();
@@ -1287,10 +1160,9 @@ fn activation_gradients_match_the_cpu() -> Result<()> {
 
 #[test]
 fn softmax_gradients_match_the_cpu() -> Result<()> {
-    let Some(gpu) = gpu("softmax_gradients_match_the_cpu") else {
+    let Some((gpu, seed)) = gpu_and_seed("softmax_gradients_match_the_cpu") else {
         return Ok(());
     };
-    let seed = seed();
     let tol = composite_tol::<F32>();
     for (i, dims) in [&[1usize, 1][..], &[3, 5000], &[1000, 37], &[4, 9, 130]]
         .iter()
@@ -1349,10 +1221,9 @@ fn softmax_gradients_match_the_cpu() -> Result<()> {
 
 #[test]
 fn norm_gradients_in_every_form_match_the_cpu() -> Result<()> {
-    let Some(gpu) = gpu("norm_gradients_in_every_form_match_the_cpu") else {
+    let Some((gpu, seed)) = gpu_and_seed("norm_gradients_in_every_form_match_the_cpu") else {
         return Ok(());
     };
-    let seed = seed();
     let tol = 1e-5;
     for (i, (dims, norm)) in [
         (&[4usize, 7, 64][..], &[64usize][..]),
@@ -1448,10 +1319,10 @@ fn norm_gradients_in_every_form_match_the_cpu() -> Result<()> {
 
 #[test]
 fn cross_entropy_gradients_in_edge_cases_match_the_cpu() -> Result<()> {
-    let Some(gpu) = gpu("cross_entropy_gradients_in_edge_cases_match_the_cpu") else {
+    let Some((gpu, seed)) = gpu_and_seed("cross_entropy_gradients_in_edge_cases_match_the_cpu")
+    else {
         return Ok(());
     };
-    let seed = seed();
     let logits = Tensor::<F32>::randn([6, 9], seed).mul_scalar(3.0);
     // Every target ignored: the mean is NaN, and no row gets a gradient.
     let ignored = Indices::from_slice(&[4; 6]);
@@ -1507,14 +1378,12 @@ fn cross_entropy_gradients_in_edge_cases_match_the_cpu() -> Result<()> {
 
 #[test]
 fn attention_gradients_with_broadcast_batches_and_offset_masks_match_the_cpu() -> Result<()> {
-    let Some(gpu) =
-        gpu("attention_gradients_with_broadcast_batches_and_offset_masks_match_the_cpu")
+    let Some((gpu, seed)) =
+        gpu_and_seed("attention_gradients_with_broadcast_batches_and_offset_masks_match_the_cpu")
     else {
         return Ok(());
     };
-    let seed = seed();
     fn attention<P: Precision>(gpu: Device, seed: u64) {
-        let randn = |dims: &[usize], s: u64| Tensor::<F32>::randn(dims, s).cast::<P>();
         let tol = composite_tol::<P>();
         for (causal, scale) in [(false, None), (true, None), (true, Some(0.3))] {
             let opts = AttentionOptions { causal, scale };
@@ -1522,9 +1391,9 @@ fn attention_gradients_with_broadcast_batches_and_offset_masks_match_the_cpu() -
             // (the causal mask is top-left aligned) and fewer.
             for (l, s_len) in [(5usize, 33usize), (12, 7)] {
                 let qkv = [
-                    randn(&[2, 4, l, 8], seed),
-                    randn(&[4, s_len, 8], seed + 1),
-                    randn(&[4, s_len, 6], seed + 2),
+                    randn::<P>(&[2, 4, l, 8], seed),
+                    randn::<P>(&[4, s_len, 8], seed + 1),
+                    randn::<P>(&[4, s_len, 6], seed + 2),
                 ];
                 let what = format!("attention L {l} S {s_len}, shared k/v ({opts:?})");
                 agree(&what, gpu, seed, tol, &qkv, |t| {
@@ -1536,9 +1405,9 @@ fn attention_gradients_with_broadcast_batches_and_offset_masks_match_the_cpu() -
             }
             // Plain matrices, no batch.
             let qkv = [
-                randn(&[6, 8], seed),
-                randn(&[6, 8], seed + 1),
-                randn(&[6, 3], seed + 2),
+                randn::<P>(&[6, 8], seed),
+                randn::<P>(&[6, 8], seed + 1),
+                randn::<P>(&[6, 3], seed + 2),
             ];
             let what = format!("attention of matrices ({opts:?})");
             agree_grads(&what, gpu, seed, tol, &qkv, &[true; 3], |t| {
@@ -1546,9 +1415,7 @@ fn attention_gradients_with_broadcast_batches_and_offset_masks_match_the_cpu() -
             });
         }
     }
-    attention::<F32>(gpu, seed);
-    attention::<F16>(gpu, seed);
-    attention::<BF16>(gpu, seed);
+    in_each_precision!(attention(gpu, seed));
     Ok(())
 }
 
@@ -1573,20 +1440,45 @@ fn assert_grads_agree<P: Precision>(
             gpu,
             "{what}: `{name}` is not on the GPU"
         );
-        let want = cpu_grads
-            .get(c)
-            .unwrap_or_else(|| panic!("{what}: no CPU gradient for `{name}`"));
-        let got = gpu_grads
-            .get(g)
-            .unwrap_or_else(|| panic!("{what}: no GPU gradient for `{name}`"));
-        assert_close(
-            &format!("{what}: gradient of `{name}`"),
-            gpu,
-            &got,
-            &want,
-            tol,
-            seed,
-        );
+        let what = format!("{what}: gradient of `{name}`");
+        let (got, want) = found(&what, gpu_grads.get(g), cpu_grads.get(c));
+        assert_close(&what, gpu, &got, &want, tol, seed);
+    }
+}
+
+/// Assert that `loss(model, device)` of the CPU model and of its GPU twin
+/// agree, then (after a backward pass on each side) that their gradients do.
+#[track_caller]
+fn assert_losses_and_grads_agree<P: Precision, M: Module<P>>(
+    what: &str,
+    gpu: Device,
+    (cpu, on_gpu): (&M, &M),
+    tol: f64,
+    seed: u64,
+    loss: impl Fn(&M, Device) -> Result<Tensor<F32>>,
+) -> Result<()> {
+    let (cpu_loss, gpu_loss) = (loss(cpu, Device::Cpu)?, loss(on_gpu, gpu)?);
+    assert_close(
+        &format!("{what}: loss"),
+        gpu,
+        &gpu_loss,
+        &cpu_loss,
+        tol,
+        seed,
+    );
+    let (cg, gg) = (cpu_loss.backward()?, gpu_loss.backward()?);
+    assert_grads_agree(what, gpu, (cpu, &cg), (on_gpu, &gg), tol, seed);
+    Ok(())
+}
+
+/// A gradient looked up on the GPU side and on the CPU side; a panic says
+/// which side lacks it.
+#[track_caller]
+fn found<T>(what: &str, on_gpu: Option<T>, on_cpu: Option<T>) -> (T, T) {
+    match (on_gpu, on_cpu) {
+        (Some(g), Some(c)) => (g, c),
+        (None, _) => panic!("{what}: missing on the GPU"),
+        (_, None) => panic!("{what}: missing on the CPU"),
     }
 }
 
@@ -1645,29 +1537,18 @@ fn classifier_batch(seed: u64) -> Result<(Tensor<F32>, Indices)> {
 fn mlp_gradients<P: Precision, Pol: DefaultRules>(gpu: Device, seed: u64) -> Result<()> {
     let (cpu, on_gpu) = twins(gpu, || Classifier::<P>::new(seed))?;
     let (x, targets) = classifier_batch(seed)?;
-    let cpu_loss = cpu.loss::<Pol>(&x, &targets)?;
-    let gpu_loss = on_gpu.loss::<Pol>(&x.to_device(gpu)?, &targets)?;
     let what = format!("MLP, {} parameters, {} compute", P::NAME, Pol::Low::NAME);
     let tol = model_tol(Pol::Low::DTYPE);
-    assert_close(
-        &format!("{what}: loss"),
-        gpu,
-        &gpu_loss,
-        &cpu_loss,
-        tol,
-        seed,
-    );
-    let (cg, gg) = (cpu_loss.backward()?, gpu_loss.backward()?);
-    assert_grads_agree(&what, gpu, (&cpu, &cg), (&on_gpu, &gg), tol, seed);
-    Ok(())
+    assert_losses_and_grads_agree(&what, gpu, (&cpu, &on_gpu), tol, seed, |m, device| {
+        m.loss::<Pol>(&x.to_device(device)?, &targets)
+    })
 }
 
 #[test]
 fn mlp_gradients_match_the_cpu() -> Result<()> {
-    let Some(gpu) = gpu("mlp_gradients_match_the_cpu") else {
+    let Some((gpu, seed)) = gpu_and_seed("mlp_gradients_match_the_cpu") else {
         return Ok(());
     };
-    let seed = seed();
     mlp_gradients::<F32, F32Policy>(gpu, seed)?;
     mlp_gradients::<F32, F16Policy>(gpu, seed)?;
     mlp_gradients::<F32, BF16Policy>(gpu, seed)?;
@@ -1718,10 +1599,9 @@ fn block_gradients<P: Precision, Pol: DefaultRules>(gpu: Device, seed: u64) -> R
 
 #[test]
 fn transformer_block_gradients_match_the_cpu() -> Result<()> {
-    let Some(gpu) = gpu("transformer_block_gradients_match_the_cpu") else {
+    let Some((gpu, seed)) = gpu_and_seed("transformer_block_gradients_match_the_cpu") else {
         return Ok(());
     };
-    let seed = seed();
     block_gradients::<F32, F32Policy>(gpu, seed)?;
     block_gradients::<F32, F16Policy>(gpu, seed)?;
     block_gradients::<F16, F16Policy>(gpu, seed)?;
@@ -1755,18 +1635,9 @@ fn gpt_gradients<P: Precision, Pol: DefaultRules>(gpu: Device, seed: u64) -> Res
         Pol::Low::NAME
     );
     let tol = model_tol(Pol::Low::DTYPE);
-    let cpu_loss = cpu.loss::<Pol>(&ids, &targets, batch, len, ignore)?;
-    let gpu_loss = on_gpu.loss::<Pol>(&ids, &targets, batch, len, ignore)?;
-    assert_close(
-        &format!("{what}: loss"),
-        gpu,
-        &gpu_loss,
-        &cpu_loss,
-        tol,
-        seed,
-    );
-    let (cg, gg) = (cpu_loss.backward()?, gpu_loss.backward()?);
-    assert_grads_agree(&what, gpu, (&cpu, &cg), (&on_gpu, &gg), tol, seed);
+    assert_losses_and_grads_agree(&what, gpu, (&cpu, &on_gpu), tol, seed, |m, _| {
+        m.loss::<Pol>(&ids, &targets, batch, len, ignore)
+    })?;
     // Greedy decoding agrees too (argmax on the GPU).
     let logits = on_gpu.logits::<Pol>(&ids, batch, len)?;
     assert_eq!(logits.device(), gpu);
@@ -1790,10 +1661,9 @@ fn gpt_gradients<P: Precision, Pol: DefaultRules>(gpu: Device, seed: u64) -> Res
 
 #[test]
 fn the_example_gpt_gradients_match_the_cpu() -> Result<()> {
-    let Some(gpu) = gpu("the_example_gpt_gradients_match_the_cpu") else {
+    let Some((gpu, seed)) = gpu_and_seed("the_example_gpt_gradients_match_the_cpu") else {
         return Ok(());
     };
-    let seed = seed();
     gpt_gradients::<F32, F32Policy>(gpu, seed)?;
     gpt_gradients::<F16, F16Policy>(gpu, seed)?;
     gpt_gradients::<BF16, BF16Policy>(gpu, seed)?;
@@ -1854,10 +1724,10 @@ fn five_steps<P: Precision, Pol: DefaultRules, O: Optimizer>(
 
 #[test]
 fn optimizer_steps_with_master_weights_match_the_cpu() -> Result<()> {
-    let Some(gpu) = gpu("optimizer_steps_with_master_weights_match_the_cpu") else {
+    let Some((gpu, seed)) = gpu_and_seed("optimizer_steps_with_master_weights_match_the_cpu")
+    else {
         return Ok(());
     };
-    let seed = seed();
     let adamw = AdamWConfig {
         lr: 1e-2,
         weight_decay: 0.01,
@@ -1902,12 +1772,25 @@ fn optimizer_steps_with_master_weights_match_the_cpu() -> Result<()> {
     Ok(())
 }
 
+/// A new `P` leaf whose gradient is `g` in `P`, set in the CPU gradients
+/// and, moved to `gpu`, in the GPU gradients.
+fn leaf_with_gradient<P: Precision>(
+    g: &Tensor<F32>,
+    gpu: Device,
+    (cpu_grads, gpu_grads): (&mut Gradients, &mut Gradients),
+) -> Result<Tensor<P>> {
+    let leaf = Tensor::<P>::zeros(g.dims()).requires_grad();
+    cpu_grads.set(&leaf, g.cast::<P>())?;
+    gpu_grads.set(&leaf, g.cast::<P>().to_device(gpu)?)?;
+    Ok(leaf)
+}
+
 #[test]
 fn fused_unscale_on_the_gpu_is_exact_and_flags_inf_and_nan() -> Result<()> {
-    let Some(gpu) = gpu("fused_unscale_on_the_gpu_is_exact_and_flags_inf_and_nan") else {
+    let Some((gpu, seed)) = gpu_and_seed("fused_unscale_on_the_gpu_is_exact_and_flags_inf_and_nan")
+    else {
         return Ok(());
     };
-    let seed = seed();
     let mut rng = Rng::new(seed);
     // Gradients of three precisions, two of them poisoned, on each side.
     let sizes = [1usize, 1000, (1 << 20) + 7, 4096, 333, 70_000];
@@ -1923,25 +1806,11 @@ fn fused_unscale_on_the_gpu_is_exact_and_flags_inf_and_nan() -> Result<()> {
             poisoned += 1;
         }
         let g = Tensor::<F32>::from_f32(&values, [n])?;
+        let both = (&mut cpu_grads, &mut gpu_grads);
         match i % 3 {
-            0 => {
-                let leaf = Tensor::<F32>::zeros([n]).requires_grad();
-                cpu_grads.set(&leaf, g.clone())?;
-                gpu_grads.set(&leaf, g.to_device(gpu)?)?;
-                f32_leaves.push(leaf);
-            }
-            1 => {
-                let leaf = Tensor::<F16>::zeros([n]).requires_grad();
-                cpu_grads.set(&leaf, g.cast::<F16>())?;
-                gpu_grads.set(&leaf, g.cast::<F16>().to_device(gpu)?)?;
-                f16_leaves.push(leaf);
-            }
-            _ => {
-                let leaf = Tensor::<BF16>::zeros([n]).requires_grad();
-                cpu_grads.set(&leaf, g.cast::<BF16>())?;
-                gpu_grads.set(&leaf, g.cast::<BF16>().to_device(gpu)?)?;
-                bf16_leaves.push(leaf);
-            }
+            0 => f32_leaves.push(leaf_with_gradient::<F32>(&g, gpu, both)?),
+            1 => f16_leaves.push(leaf_with_gradient::<F16>(&g, gpu, both)?),
+            _ => bf16_leaves.push(leaf_with_gradient::<BF16>(&g, gpu, both)?),
         }
     }
     let inv = 1.0 / 1024.0;
@@ -1964,12 +1833,7 @@ fn fused_unscale_on_the_gpu_is_exact_and_flags_inf_and_nan() -> Result<()> {
     ) {
         for (k, leaf) in leaves.iter().enumerate() {
             let what = format!("unscaled {} gradient {k}", P::NAME);
-            let g = got
-                .get_f32(leaf)
-                .unwrap_or_else(|| panic!("{what}: missing on the GPU"));
-            let w = want
-                .get_f32(leaf)
-                .unwrap_or_else(|| panic!("{what}: missing on the CPU"));
+            let (g, w) = found(&what, got.get_f32(leaf), want.get_f32(leaf));
             assert_bits(&what, gpu, &g, &w, seed);
         }
     }
@@ -1979,47 +1843,14 @@ fn fused_unscale_on_the_gpu_is_exact_and_flags_inf_and_nan() -> Result<()> {
     Ok(())
 }
 
-/// `y = x·w_true` with `w` in F16 and F32 master weights, on `device`.
-struct Regression {
-    x: Tensor<F32>,
-    y: Tensor<F32>,
-    w: Parameter<F16>,
-}
-
-impl Regression {
-    fn new(seed: u64, device: Device) -> Result<Regression> {
-        let x = Tensor::<F32>::randn([64, 6], seed);
-        let w_true = Tensor::<F32>::randn([6, 2], seed + 1);
-        let w = Parameter::new(Tensor::<F16>::zeros([6, 2]));
-        w.to_device(device)?;
-        Ok(Regression {
-            y: x.matmul(&w_true)?.to_device(device)?,
-            x: x.to_device(device)?,
-            w,
-        })
-    }
-
-    fn loss(&self) -> Result<Tensor<F32>> {
-        let pred = self.x.cast::<F16>().matmul(&self.w.tensor())?;
-        pred.cast::<F32>().mse_loss(&self.y, Reduction::Mean)
-    }
-}
-
 /// What one scaler step did: (loss, skipped, scale after, growth tracker after).
 type StepRecord = (f32, bool, f32, u32);
 
 /// Train the regression with overflow injected at fixed steps; every step's record
 /// and the final weights.
 fn scaled_training(seed: u64, device: Device) -> Result<(Vec<StepRecord>, Vec<Vec<f32>>)> {
-    let model = Regression::new(seed, device)?;
-    let mut opt = AdamW::with_master_weights(
-        vec![model.w.clone()],
-        AdamWConfig {
-            lr: 0.05,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )?;
+    let model = Regression::new(seed)?.into_device(device)?;
+    let mut opt = model.optimizer()?;
     let mut scaler = GradScaler::<F16>::with_config(GradScalerConfig {
         init_scale: 64.0,
         growth_interval: 4,
@@ -2034,13 +1865,8 @@ fn scaled_training(seed: u64, device: Device) -> Result<(Vec<StepRecord>, Vec<Ve
     let mut records = Vec::new();
     let mut weights = Vec::new();
     for step in 0..20 {
-        let loss = model.loss()?;
-        let value = loss.to_scalar()?;
-        let loss = poison(step).map_or(loss.clone(), |p| loss.mul_scalar(p));
         let before = model.w.value().to_f32_vec();
-        let stepped = scaler.scale(&loss)?.backward()?.step(&mut opt)?;
-        let skipped = stepped.skipped();
-        scaler.update(stepped)?;
+        let (value, skipped) = model.scaled_step(&mut scaler, &mut opt, poison(step))?;
         if skipped {
             assert_eq!(
                 model.w.value().to_f32_vec(),
@@ -2062,10 +1888,11 @@ fn scaled_training(seed: u64, device: Device) -> Result<(Vec<StepRecord>, Vec<Ve
 
 #[test]
 fn grad_scaler_overflow_skips_and_backs_off_exactly_as_on_the_cpu() -> Result<()> {
-    let Some(gpu) = gpu("grad_scaler_overflow_skips_and_backs_off_exactly_as_on_the_cpu") else {
+    let Some((gpu, seed)) =
+        gpu_and_seed("grad_scaler_overflow_skips_and_backs_off_exactly_as_on_the_cpu")
+    else {
         return Ok(());
     };
-    let seed = seed();
     let (cpu, cpu_w) = scaled_training(seed, Device::Cpu)?;
     let (on_gpu, gpu_w) = scaled_training(seed, gpu)?;
     for (step, (c, g)) in cpu.iter().zip(&on_gpu).enumerate() {
@@ -2112,10 +1939,9 @@ fn grad_scaler_overflow_skips_and_backs_off_exactly_as_on_the_cpu() -> Result<()
 
 #[test]
 fn checkpoints_of_gpu_parameters_save_and_load() -> Result<()> {
-    let Some(gpu) = gpu("checkpoints_of_gpu_parameters_save_and_load") else {
+    let Some((gpu, seed)) = gpu_and_seed("checkpoints_of_gpu_parameters_save_and_load") else {
         return Ok(());
     };
-    let seed = seed();
     let path = std::env::temp_dir().join(format!(
         "amp-cuda-test-{}-{seed}.safetensors",
         std::process::id()
@@ -2186,7 +2012,7 @@ fn checkpoints_of_gpu_parameters_save_and_load() -> Result<()> {
 
 #[test]
 fn mixing_devices_never_panics() -> Result<()> {
-    let Some(gpu) = gpu("mixing_devices_never_panics") else {
+    let Some((gpu, _)) = gpu_and_seed("mixing_devices_never_panics") else {
         return Ok(());
     };
     let a = Tensor::<F32>::randn([3, 4], 1);

@@ -14,7 +14,7 @@ use amp::optim::{
     StepOutcome, Unscaled, clip_grad_norm,
 };
 use amp::{BF16, F16, F32, Precision, Reduction, Result, Tensor};
-use common::{Rng, rel_err, repro, seed, tol};
+use common::{Regression, Rng, rel_err, repro, seed, tol};
 
 // ---- PyTorch's update rule -------------------------------------------------------------
 
@@ -441,56 +441,19 @@ fn skipped_step_leaves_parameters_masters_and_moments_bit_identical() -> Result<
     Ok(())
 }
 
-/// y = x·w_true, with `w` in F16 and F32 masters.
-struct Regression {
-    x: Tensor<F32>,
-    y: Tensor<F32>,
-    w: Parameter<F16>,
-}
-
-impl Regression {
-    fn new(seed: u64) -> Result<Regression> {
-        let x = Tensor::<F32>::randn([64, 6], seed);
-        let w_true = Tensor::<F32>::randn([6, 2], seed + 1);
-        Ok(Regression {
-            y: x.matmul(&w_true)?,
-            x,
-            w: Parameter::new(Tensor::<F16>::zeros([6, 2])),
-        })
-    }
-
-    fn loss(&self) -> Result<Tensor<F32>> {
-        let pred = self.x.cast::<F16>().matmul(&self.w.tensor())?;
-        pred.cast::<F32>().mse_loss(&self.y, Reduction::Mean)
-    }
-}
-
 #[test]
 fn overflow_injection_skips_backs_off_and_training_resumes() -> Result<()> {
     let seed = seed();
     let mut rng = Rng::new(seed);
     let model = Regression::new(seed)?;
-    let mut opt = AdamW::with_master_weights(
-        vec![model.w.clone()],
-        AdamWConfig {
-            lr: 0.05,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )?;
+    let mut opt = model.optimizer()?;
     // Small enough that the model's own gradients never overflow F16.
     let mut scaler = GradScaler::<F16>::with_config(GradScalerConfig {
         init_scale: 64.0,
         ..Default::default()
     })?;
-    let mut step = |poison: Option<f32>, scaler: &mut GradScaler<F16>| -> Result<(f32, bool)> {
-        let loss = model.loss()?;
-        let value = loss.to_scalar()?;
-        let loss = poison.map_or(loss.clone(), |p| loss.mul_scalar(p));
-        let stepped = scaler.scale(&loss)?.backward()?.step(&mut opt)?;
-        let skipped = stepped.skipped();
-        scaler.update(stepped)?;
-        Ok((value, skipped))
+    let mut step = |poison: Option<f32>, scaler: &mut GradScaler<F16>| {
+        model.scaled_step(scaler, &mut opt, poison)
     };
     let (first, _) = step(None, &mut scaler)?;
     for _ in 0..4 {

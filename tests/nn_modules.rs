@@ -16,7 +16,7 @@ use amp::nn::{
     TransformerBlock,
 };
 use amp::{BF16, DType, F16, F32, Indices, Precision, Reduction, Tensor};
-use common::{Arr, Rng, assert_close, assert_close_tol, repro, seed, tol};
+use common::{Arr, Rng, assert_close, assert_close_tol, assert_dropout, repro, seed, tol};
 
 // ---- reference helpers --------------------------------------------------------------
 
@@ -606,22 +606,8 @@ fn dropout_masks_in_train_mode_only() {
     let y1 = drop.forward(&x).unwrap().to_vec();
     let y2 = drop.forward(&x).unwrap().to_vec();
     assert_ne!(y1, y2, "a fresh mask every call; {}", repro(s));
-    for y in [&y1, &y2] {
-        let zeros = y.iter().filter(|&&v| v == 0.0).count() as f64 / n as f64;
-        let sigma = (p as f64 * (1.0 - p as f64) / n as f64).sqrt();
-        assert!(
-            (zeros - p as f64).abs() < 6.0 * sigma,
-            "dropped {zeros}; {}",
-            repro(s)
-        );
-        for (&o, &i) in y.iter().zip(&xs) {
-            assert!(
-                o == 0.0 || (o - i / (1.0 - p)).abs() <= 1e-6 * i.abs(),
-                "kept {i} became {o}; {}",
-                repro(s)
-            );
-        }
-    }
+    assert_dropout(&xs, &y1, p, s);
+    assert_dropout(&xs, &y2, p, s);
     // The same seed replays the same masks, whatever the precision.
     let again = Dropout::new(p, s).unwrap();
     let h = again.forward(&x.cast::<F16>()).unwrap().to_f32_vec();

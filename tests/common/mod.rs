@@ -12,7 +12,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 pub mod gradcheck;
 
-use amp::{DType, Precision, Tensor};
+use amp::nn::Parameter;
+use amp::optim::{AdamW, AdamWConfig, GradScaler};
+use amp::{DType, Device, F16, F32, Precision, Reduction, Result, Tensor};
 
 // ---- seeds -----------------------------------------------------------------------
 
@@ -168,6 +170,36 @@ pub fn assert_same_values<P: Precision>(what: &str, out: &Tensor<P>, reference: 
     }
 }
 
+/// Assert that `y` is `x` through dropout with drop probability `p`: the
+/// fraction of zeros within 6 standard deviations of `p` (a binomial
+/// fraction), and every element kept `x / (1 - p)` to within `1e-6·|x|`.
+/// The mask itself is random, so only its statistics are checked.
+#[track_caller]
+pub fn assert_dropout(x: &[f32], y: &[f32], p: f32, seed: u64) {
+    assert_eq!(
+        x.len(),
+        y.len(),
+        "dropout changed the length; {}",
+        repro(seed)
+    );
+    let (n, p64) = (y.len() as f64, p as f64);
+    let dropped = y.iter().filter(|&&v| v == 0.0).count() as f64 / n;
+    let sd = (p64 * (1.0 - p64) / n).sqrt();
+    assert!(
+        (dropped - p64).abs() < 6.0 * sd,
+        "dropped {dropped}, expected {p}; {}",
+        repro(seed)
+    );
+    for (i, (&a, &b)) in x.iter().zip(y).enumerate() {
+        let want = a / (1.0 - p);
+        assert!(
+            b == 0.0 || (b - want).abs() <= 1e-6 * a.abs(),
+            "element {i}: {a} kept became {b}, expected {want}; {}",
+            repro(seed)
+        );
+    }
+}
+
 // ---- test data -----------------------------------------------------------------------
 
 /// Standard normal data in `P` (rounded once) and its exact f64 reference.
@@ -183,6 +215,74 @@ pub fn uniform<P: Precision>(dims: &[usize], lo: f32, hi: f32, seed: u64) -> (Te
     let t = u.cast::<P>();
     let a = Arr::of(&t);
     (t, a)
+}
+
+// ---- a model to train ---------------------------------------------------------------
+
+/// `y = x·w_true` (64 samples of 6 features, 2 outputs) fitted by `w` in F16,
+/// from zero: the smallest model to train with F32 master weights and a
+/// GradScaler.
+pub struct Regression {
+    pub x: Tensor<F32>,
+    pub y: Tensor<F32>,
+    pub w: Parameter<F16>,
+}
+
+impl Regression {
+    /// The problem drawn from `seed`, on the CPU.
+    pub fn new(seed: u64) -> Result<Regression> {
+        let x = Tensor::<F32>::randn([64, 6], seed);
+        let w_true = Tensor::<F32>::randn([6, 2], seed + 1);
+        Ok(Regression {
+            y: x.matmul(&w_true)?,
+            x,
+            w: Parameter::new(Tensor::<F16>::zeros([6, 2])),
+        })
+    }
+
+    /// The same problem and weights, moved to `device`.
+    pub fn into_device(self, device: Device) -> Result<Regression> {
+        self.w.to_device(device)?;
+        Ok(Regression {
+            x: self.x.to_device(device)?,
+            y: self.y.to_device(device)?,
+            w: self.w,
+        })
+    }
+
+    /// Mean squared error of the F16 prediction `x·w`, in F32.
+    pub fn loss(&self) -> Result<Tensor<F32>> {
+        let pred = self.x.cast::<F16>().matmul(&self.w.tensor())?;
+        pred.cast::<F32>().mse_loss(&self.y, Reduction::Mean)
+    }
+
+    /// AdamW over `w` with F32 master weights (lr 0.05, no weight decay).
+    pub fn optimizer(&self) -> Result<AdamW<F16>> {
+        let config = AdamWConfig {
+            lr: 0.05,
+            weight_decay: 0.0,
+            ..Default::default()
+        };
+        AdamW::with_master_weights(vec![self.w.clone()], config)
+    }
+
+    /// One training step through `scaler`, the loss multiplied by `poison`
+    /// first if given (an overflow to inject): the loss before the step
+    /// (unpoisoned), and whether the scaler skipped the step.
+    pub fn scaled_step(
+        &self,
+        scaler: &mut GradScaler<F16>,
+        opt: &mut AdamW<F16>,
+        poison: Option<f32>,
+    ) -> Result<(f32, bool)> {
+        let loss = self.loss()?;
+        let value = loss.to_scalar()?;
+        let loss = poison.map_or(loss.clone(), |p| loss.mul_scalar(p));
+        let stepped = scaler.scale(&loss)?.backward()?.step(opt)?;
+        let skipped = stepped.skipped();
+        scaler.update(stepped)?;
+        Ok((value, skipped))
+    }
 }
 
 // ---- the f64 reference array ---------------------------------------------------------
