@@ -39,6 +39,10 @@
 //!   clipping and the typed [`optim::GradScaler`].
 //! - [`checkpoint`]: safetensors checkpoints of models, optimizers and
 //!   scalers; [`memory`]: live and peak tensor bytes.
+//! - [`Device`]: where tensors live. With the `cuda` feature,
+//!   `Device::cuda(0)?` and [`Tensor::to_device`] / `Module::to_device` run
+//!   the same code on a GPU (NVRTC kernels, cuBLASLt GEMM, fused optimizer
+//!   and unscale kernels); without a driver that is an error, never a panic.
 //!
 //! One training step of an F16 model with F32 master weights:
 //!
