@@ -29,7 +29,7 @@
 //! # Where things are
 //!
 //! - [`macro@autocast`] and [`macro@policy`]: compile-time casting policies;
-//!   [`autocast`] holds the policies, the precision plan and the weight-cast
+//!   [`autocast`](mod@autocast) holds the policies, the precision plan and the weight-cast
 //!   cache.
 //! - [`autograd`]: `loss.backward()` and [`autograd::Gradients`]; every op
 //!   has a backward rule, and a cast's backward casts the gradient back.

@@ -7,15 +7,15 @@
 //! instead of a panic (cudarc panics when a library is absent, so every entry
 //! asks `is_culib_present()` first).
 //!
-//! - [`backend`]: one context, stream, kernel-module cache and cuBLASLt handle
+//! - `backend`: one context, stream, kernel-module cache and cuBLASLt handle
 //!   per GPU, created at first use.
-//! - [`storage`]: `CudaStorage`, typed device buffers and host↔device copies.
-//! - [`launch`]: launch configurations and the `Strided` argument (pure code,
+//! - `storage`: `CudaStorage`, typed device buffers and host↔device copies.
+//! - `launch`: launch configurations and the `Strided` argument (pure code,
 //!   unit-tested without a GPU).
-//! - [`ops`]: the device implementations the op files dispatch to.
-//! - [`optim`], [`scaler`]: the fused optimizer step over F32 masters and the
+//! - `ops`: the device implementations the op files dispatch to.
+//! - `optim`, `scaler`: the fused optimizer step over F32 masters and the
 //!   multi-tensor unscale + inf/NaN check, with the device scale update.
-//! - [`blas`]: GEMM through cuBLASLt (F16/BF16 on Tensor Cores with F32
+//! - `blas`: GEMM through cuBLASLt (F16/BF16 on Tensor Cores with F32
 //!   accumulation; F32 without TF32), or the WMMA kernel when cuBLASLt is absent.
 
 pub(crate) mod backend;
