@@ -9,11 +9,12 @@
 
 use cudarc::cublaslt::sys::{cublasComputeType_t, cudaDataType};
 use cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulConfig, MatmulShared};
-use cudarc::driver::{CudaStream, PushKernelArg};
+use cudarc::driver::CudaStream;
 use half::{bf16, f16};
 use std::sync::Arc;
 
-use super::backend::{Backend, driver_err};
+use super::backend::Backend;
+use super::launch::launch;
 use super::storage::{CudaBuf, CudaStorage};
 use crate::error::{Error, Result};
 
@@ -268,25 +269,20 @@ fn wmma(
     k: usize,
 ) -> Result<()> {
     const OP: &str = "matmul";
-    let suffix = match c.dtype() {
-        crate::precision::DType::F16 => "f16",
-        crate::precision::DType::BF16 => "bf16",
-        crate::precision::DType::F32 => {
-            return Err(Error::Cuda {
-                op: OP,
-                msg: "F32 GEMM needs cuBLASLt (libcublasLt.so), which could not be loaded; \
+    if c.dtype() == crate::precision::DType::F32 {
+        return Err(Error::Cuda {
+            op: OP,
+            msg: "F32 GEMM needs cuBLASLt (libcublasLt.so), which could not be loaded; \
                       install it (pip `nvidia-cublas` or the CUDA toolkit) or compute in F16/BF16"
-                    .into(),
-            });
-        }
-    };
+                .into(),
+        });
+    }
     if !a.layout.is_dense_row_major(k) || !b.layout.is_dense_row_major(n) {
         return Err(Error::Cuda {
             op: OP,
             msg: "internal: the WMMA GEMM takes contiguous row-major operands".into(),
         });
     }
-    let f = backend.function("gemm", &format!("gemm_wmma_fwd_{suffix}"), OP)?;
     let (pa, pb, pc) = (
         a.storage.address(a.offset),
         b.storage.address(b.offset),
@@ -309,18 +305,8 @@ fn wmma(
         block_dim: (128, 1, 1),
         shared_mem_bytes: 0,
     };
-    let mut l = backend.stream.launch_builder(&f);
-    l.arg(&pa)
-        .arg(&pb)
-        .arg(&pc)
-        .arg(&m64)
-        .arg(&n64)
-        .arg(&k64)
-        .arg(&b64);
-    l.arg(&sa).arg(&sb).arg(&sc);
-    // SAFETY: arguments follow kernels/README.md's `gemm_wmma_fwd_<t>`
-    // signature; the buffers hold the extents the shapes imply.
-    unsafe { l.launch(cfg) }.map_err(driver_err(OP))?;
+    let name = format!("gemm_wmma_fwd_{}", super::ops::suffix(c.dtype()));
+    launch!(backend, "gemm", name, OP, cfg; pa, pb, pc, m64, n64, k64, b64, sa, sb, sc);
     if let Some((bias, off)) = bias {
         super::ops::add_rows_inplace(backend, c, bias, off, batch * m, n)?;
     }

@@ -35,7 +35,7 @@ fn backend_of(core: &TensorCore) -> &Arc<Backend> {
 }
 
 /// Wrap a freshly written device buffer as a contiguous tensor.
-fn wrap(s: CudaStorage, shape: Shape) -> TensorCore {
+pub(crate) fn wrap(s: CudaStorage, shape: Shape) -> TensorCore {
     TensorCore::new(Storage::Cuda(s), shape)
 }
 

@@ -18,6 +18,7 @@ use super::backend::{Backend, driver_err};
 use super::launch::{self, launch};
 use super::ops::{self, suffix};
 use super::storage::{CudaBuf, CudaStorage};
+use crate::cpu::CpuStorage;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::precision::DType;
@@ -226,7 +227,7 @@ impl DeviceState {
         } else {
             Some(
                 (0..nbufs)
-                    .map(|_| zeros(&backend, &shape, op))
+                    .map(|_| ops::full(backend.ordinal, DType::F32, shape.clone(), 0.0))
                     .collect::<Result<Vec<_>>>()?,
             )
         };
@@ -382,28 +383,11 @@ fn fresh_f32(core: &TensorCore, op: &'static str) -> Result<TensorCore> {
         return Err(internal(op, "an F32 tensor holds another dtype"));
     };
     let copy = s.backend.stream.clone_dtod(src).map_err(driver_err(op))?;
-    Ok(TensorCore::new(
-        Storage::Cuda(CudaStorage {
-            buf: CudaBuf::F32(copy),
-            backend: s.backend.clone(),
-        }),
-        core.shape().clone(),
-    ))
-}
-
-/// A zeroed F32 device tensor of `shape`.
-fn zeros(backend: &Arc<Backend>, shape: &Shape, op: &'static str) -> Result<TensorCore> {
-    let z = backend
-        .stream
-        .alloc_zeros::<f32>(shape.numel().max(1))
-        .map_err(driver_err(op))?;
-    Ok(TensorCore::new(
-        Storage::Cuda(CudaStorage {
-            buf: CudaBuf::F32(z),
-            backend: backend.clone(),
-        }),
-        shape.clone(),
-    ))
+    let copy = CudaStorage {
+        buf: CudaBuf::F32(copy),
+        backend: s.backend.clone(),
+    };
+    Ok(ops::wrap(copy, core.shape().clone()))
 }
 
 /// `values` (of `shape`) as an F32 device tensor.
@@ -414,25 +398,16 @@ fn upload_f32(
     op: &'static str,
 ) -> Result<TensorCore> {
     debug_assert_eq!(values.len(), shape.numel());
-    // cudarc cannot allocate 0 bytes: an empty tensor gets one element.
-    let src: &[f32] = if values.is_empty() { &[0.0] } else { values };
-    let s = backend.stream.clone_htod(src).map_err(driver_err(op))?;
-    Ok(TensorCore::new(
-        Storage::Cuda(CudaStorage {
-            buf: CudaBuf::F32(s),
-            backend: backend.clone(),
-        }),
-        shape.clone(),
-    ))
+    let _ = op; // upload errors name `to_device`
+    let s = CudaStorage::upload(backend, &CpuStorage::F32(values.to_vec()))?;
+    Ok(ops::wrap(s, shape.clone()))
 }
 
 /// The elements of a state tensor (contiguous F32, offset 0) on the host.
 fn download_f32(core: &TensorCore, op: &'static str) -> Result<Vec<f32>> {
-    let s = ops::storage(core);
-    let CudaBuf::F32(slice) = &s.buf else {
+    let CpuStorage::F32(mut v) = ops::storage(core).download()? else {
         return Err(internal(op, "an optimizer state buffer is not F32"));
     };
-    let mut v = s.backend.stream.clone_dtoh(slice).map_err(driver_err(op))?;
     v.truncate(core.shape().numel());
     Ok(v)
 }
