@@ -124,7 +124,7 @@ impl<P: Precision> Tensor<P> {
             if eps == 0.0 {
                 nll
             } else {
-                let smooth = -row.iter().sum::<f32>() / c as f32;
+                let smooth = (-row.iter().map(|&v| f64::from(v)).sum::<f64>() / c as f64) as f32;
                 (1.0 - eps) * nll + eps * smooth
             }
         };

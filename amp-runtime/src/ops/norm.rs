@@ -272,14 +272,19 @@ impl<P: Precision> Tensor<P> {
 fn layer_stats(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
     let mean = kernels::sum(x) / n;
-    let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    // f64 sums: rows can be long, and the statistic scales every output.
+    let var = (x
+        .iter()
+        .map(|&v| f64::from((v - mean) * (v - mean)))
+        .sum::<f64>()
+        / f64::from(n)) as f32;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
 /// rms_norm's row statistics in layer_norm's form: no centering (mean 0) and
 /// `1/sqrt(mean(x²) + eps)`.
 fn rms_stats(x: &[f32], eps: f32) -> (f32, f32) {
-    let ms = x.iter().map(|&v| v * v).sum::<f32>() / x.len() as f32;
+    let ms = (x.iter().map(|&v| f64::from(v * v)).sum::<f64>() / x.len() as f64) as f32;
     (0.0, 1.0 / (ms + eps).sqrt())
 }
 

@@ -472,6 +472,5 @@ pub(crate) fn logsumexp(x: &[f32]) -> f32 {
     if m.is_infinite() {
         return m;
     }
-    let s: f32 = x.iter().map(|&v| (v - m).exp()).sum();
-    m + s.ln()
+    m + super::softmax::ln_sum_exp(x, m)
 }

@@ -98,15 +98,25 @@ impl<P: Precision> Tensor<P> {
     }
 }
 
+/// Row statistics are summed in f64: a row can be a vocabulary of 50 000
+/// logits (or a million), where an f32 running sum drifts by 1e-5 and more.
 pub(crate) fn softmax_row(x: &[f32], o: &mut [f32]) {
     let m = kernels::max(x);
-    let mut s = 0f32;
+    let mut s = 0f64;
     for (o, &v) in o.iter_mut().zip(x) {
         *o = (v - m).exp();
-        s += *o;
+        s += f64::from(*o);
     }
-    let inv = 1.0 / s;
+    let inv = (1.0 / s) as f32;
     o.iter_mut().for_each(|o| *o *= inv);
+}
+
+/// `ln Σ exp(v - m)` over a row, summed in f64.
+pub(crate) fn ln_sum_exp(x: &[f32], m: f32) -> f32 {
+    x.iter()
+        .map(|&v| f64::from((v - m).exp()))
+        .sum::<f64>()
+        .ln() as f32
 }
 
 pub(crate) fn log_softmax_row(x: &[f32], o: &mut [f32]) {
@@ -121,7 +131,7 @@ pub(crate) fn log_softmax_row(x: &[f32], o: &mut [f32]) {
     // `(v - m) - ln(s)`, not `v - (m + ln(s))`: `v - m` is exact, while a
     // rounded `m + ln(s)` would carry an error of half an ulp of `m` (3e-5 for
     // logits near 1000) into every output.
-    let ln_s = x.iter().map(|&v| (v - m).exp()).sum::<f32>().ln();
+    let ln_s = ln_sum_exp(x, m);
     for (o, &v) in o.iter_mut().zip(x) {
         *o = (v - m) - ln_s;
     }
