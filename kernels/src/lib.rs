@@ -15,8 +15,12 @@
 //! assert!(amp_kernels::MODULES.iter().any(|m| m.tensor_cores));
 //! ```
 
+#[cfg(feature = "emulate")]
+pub mod emulate;
 #[cfg(feature = "nvrtc")]
 pub mod nvrtc;
+
+include!("source_text.rs");
 
 /// Prepended to every module: includes, `u64`/`i64`, conversions, `Strided`.
 pub const PRELUDE: &str = include_str!("prelude.cuh");
@@ -37,7 +41,7 @@ pub struct Module {
 impl Module {
     /// The full program text NVRTC compiles: the prelude, then the body.
     pub fn source(&self) -> String {
-        format!("{PRELUDE}\n#line 1 \"{}.cu\"\n{}", self.name, self.body)
+        module_source(PRELUDE, self.name, self.body)
     }
 }
 
