@@ -99,7 +99,8 @@ fn bench_precision<P: Precision>(
     let elements: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
     let size = P::DTYPE.size_in_bytes();
     let moved = elements * (size + 4);
-    let (_, nonfinite) = GradScaler::<F16>::__unscale_gradients(&grads, 1.0 / SCALE);
+    let (_, nonfinite) = GradScaler::<F16>::__unscale_gradients(&grads, 1.0 / SCALE)
+        .expect("host gradients unscale");
     assert_eq!(nonfinite, 0, "the benchmark's gradients are finite");
     let bytes: Vec<Vec<u8>> = shapes
         .iter()

@@ -19,16 +19,22 @@ struct div_op {
     // backend divide.
     __device__ __forceinline__ float operator()(float a, float b) const { return a / b; }
 };
-// NaN in either operand gives NaN (PyTorch's maximum/minimum); fmaxf/fminf
-// would return the other operand.
+// IEEE 754-2019 maximum/minimum, as cpu/math.rs: NaN in either operand
+// gives NaN (PyTorch's maximum/minimum; fmaxf/fminf would return the other
+// operand), and a tie of zeros is ordered -0 < +0 (bits AND / OR), so the
+// result does not depend on the operands' order.
 struct maximum_op {
     __device__ __forceinline__ float operator()(float a, float b) const {
-        return (a != a || b != b) ? a + b : fmaxf(a, b);
+        if (a != a || b != b) return a + b;
+        if (a == b) return __uint_as_float(__float_as_uint(a) & __float_as_uint(b));
+        return a > b ? a : b;
     }
 };
 struct minimum_op {
     __device__ __forceinline__ float operator()(float a, float b) const {
-        return (a != a || b != b) ? a + b : fminf(a, b);
+        if (a != a || b != b) return a + b;
+        if (a == b) return __uint_as_float(__float_as_uint(a) | __float_as_uint(b));
+        return a < b ? a : b;
     }
 };
 

@@ -111,4 +111,4 @@ __device__ __forceinline__ void cross_entropy_rows_bwd(const T* logits, const i6
                                   label_smoothing);                                      \
     }
 
-AMP_EACH_DTYPE(LOSS_KERNEL, loss)
+AMP_WIDE_ONLY(LOSS_KERNEL, loss)

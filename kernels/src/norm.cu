@@ -234,4 +234,4 @@ __device__ __forceinline__ void norm_wgrad(const T* x, const float* mean, const 
         norm_wgrad<T, false>(x, nullptr, rstd, g, dw, nullptr, rows, cols);              \
     }
 
-AMP_EACH_DTYPE(NORM_KERNELS, norm)
+AMP_WIDE_ONLY(NORM_KERNELS, norm)

@@ -33,10 +33,8 @@ struct SgdArgs {
     int pad;
 };
 
-// Whether the step is skipped: the scaler found inf/NaN gradients.
-__device__ __forceinline__ bool skip_step(const float* found_inf) {
-    return found_inf != nullptr && *found_inf != 0.0f;
-}
+// Skipping a step is the host's decision (the GradScaler reads the unscale's
+// flags): a launched step always applies.
 
 // PyTorch's `_single_tensor_adam` per element, as adam_update: p *= decay
 // (AdamW) or g += l2·p (Adam); m += (1-β1)(g - m); v = v·β2 + (1-β2)(g·g);
@@ -44,11 +42,7 @@ __device__ __forceinline__ bool skip_step(const float* found_inf) {
 // p -= step_size · (m / (sqrt(v or v̂) / sqrt(1-β2^t) + eps)).
 template <typename T>
 __device__ __forceinline__ void adam(float* master, T* param, const float* grad, float* m,
-                                     float* v, float* vmax, u64 n, const AdamArgs& a,
-                                     const float* found_inf) {
-    if (skip_step(found_inf)) {
-        return;
-    }
+                                     float* v, float* vmax, u64 n, const AdamArgs& a) {
     for (u64 i = grid_thread(); i < n; i += grid_threads()) {
         float p = master[i];
         float g = grad[i];  // modified in registers only: the gradient stays as it was
@@ -88,10 +82,7 @@ __device__ __forceinline__ void adam(float* master, T* param, const float* grad,
 // d = g + momentum·buf (Nesterov) or buf; p -= lr·d. Without a buffer, p -= lr·g.
 template <typename T>
 __device__ __forceinline__ void sgd(float* master, T* param, const float* grad, float* buf,
-                                    u64 n, const SgdArgs& a, const float* found_inf) {
-    if (skip_step(found_inf)) {
-        return;
-    }
+                                    u64 n, const SgdArgs& a) {
     for (u64 i = grid_thread(); i < n; i += grid_threads()) {
         float p = master[i];
         float g = grad[i];
@@ -116,12 +107,11 @@ __device__ __forceinline__ void sgd(float* master, T* param, const float* grad, 
 #define AMP_OPTIM(unused, sfx, T)                                                        \
     extern "C" __global__ void adamw_fwd_##sfx(float* master, T* param, const float* grad, \
                                                float* m, float* v, float* vmax, u64 n,     \
-                                               AdamArgs a, const float* found_inf) {       \
-        adam<T>(master, param, grad, m, v, vmax, n, a, found_inf);                         \
+                                               AdamArgs a) {                               \
+        adam<T>(master, param, grad, m, v, vmax, n, a);                                    \
     }                                                                                      \
     extern "C" __global__ void sgd_fwd_##sfx(float* master, T* param, const float* grad,   \
-                                             float* buf, u64 n, SgdArgs a,                 \
-                                             const float* found_inf) {                     \
-        sgd<T>(master, param, grad, buf, n, a, found_inf);                                 \
+                                             float* buf, u64 n, SgdArgs a) {               \
+        sgd<T>(master, param, grad, buf, n, a);                                            \
     }
 AMP_EACH_DTYPE(AMP_OPTIM, _)

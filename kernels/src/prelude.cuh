@@ -33,6 +33,11 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(flo
     M(__VA_ARGS__, f16, __half)       \
     M(__VA_ARGS__, bf16, __nv_bfloat16)
 
+// The same for the ops amp's types allow only in F32 (reductions to a
+// statistic, softmax, norms, losses, exp/log/pow/rsqrt: `P: Wide`): F16 and
+// BF16 data is widened before it reaches them, so they have f32 kernels only.
+#define AMP_WIDE_ONLY(M, ...) M(__VA_ARGS__, f32, float)
+
 // ---- launch helpers -------------------------------------------------------------
 
 // The grid-stride loop's start and step, in 64 bits (n may exceed 2^32).

@@ -103,11 +103,15 @@ __device__ __forceinline__ void log_softmax_rows_bwd(const T* y, const T* g, T* 
     }
 }
 
-#define REDUCE_KERNELS(_, sfx, T)                                                        \
+// Row sums in every dtype (gradients of broadcasts sum in the gradient's
+// precision); the softmaxes in f32 only.
+#define SUM_KERNEL(_, sfx, T)                                                            \
     extern "C" __global__ void __launch_bounds__(1024)                                   \
         sum_rows_fwd_##sfx(const T* x, T* y, u64 rows, u64 cols, float scale) {          \
         sum_rows<T>(x, y, rows, cols, scale);                                            \
-    }                                                                                    \
+    }
+
+#define SOFTMAX_KERNELS(_, sfx, T)                                                       \
     extern "C" __global__ void __launch_bounds__(1024)                                   \
         softmax_rows_fwd_##sfx(const T* x, T* y, u64 rows, u64 cols) {                   \
         softmax_rows<T>(x, y, rows, cols);                                               \
@@ -125,4 +129,5 @@ __device__ __forceinline__ void log_softmax_rows_bwd(const T* y, const T* g, T* 
         log_softmax_rows_bwd<T>(y, g, dx, rows, cols);                                   \
     }
 
-AMP_EACH_DTYPE(REDUCE_KERNELS, reduce)
+AMP_EACH_DTYPE(SUM_KERNEL, reduce)
+AMP_WIDE_ONLY(SOFTMAX_KERNELS, reduce)

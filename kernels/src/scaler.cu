@@ -1,7 +1,7 @@
 // The gradient scaler's device side (see ../README.md, module `scaler`): the
-// fused multi-tensor unscale with its inf/NaN check, and the loss-scale update.
-// Both mirror amp-runtime's CPU code bit for bit: optim/scaler/unscale.rs and
-// optim/scaler/rule.rs (`LossScale::update`).
+// fused multi-tensor unscale with its inf/NaN check, bit for bit amp-runtime's
+// CPU unscale (optim/scaler/unscale.rs). The loss scale itself lives on the
+// host (`LossScale`), which passes its reciprocal by value.
 
 // An f32's exponent bits; all set means inf or NaN (the CPU's test too).
 #define AMP_F32_EXP 0x7f800000u
@@ -22,17 +22,16 @@ __device__ __forceinline__ u32 tensor_of_block(const u64* block_start, u32 n_ten
 }
 
 // dst[i] = f32(src[i]) * inv for every tensor i, where inv = f32(1 / f64(scale))
-// (LossScale::inv_scale: the CPU multiplies by the rounded reciprocal, it does
-// not divide, and so do we). found_inf[i] is set when tensor i holds an inf or
+// is LossScale::inv_scale (the CPU multiplies by the rounded reciprocal, it
+// does not divide, and so do we). found_inf[i] is set when tensor i holds an inf or
 // NaN, tested on the widened value before the multiply, as the CPU does.
 template <typename T>
 __device__ __forceinline__ void unscale(const u64* src, const u64* dst, const u64* lens,
-                                        const u64* block_start, u32 n_tensors,
-                                        const float* scale, float* found_inf) {
+                                        const u64* block_start, u32 n_tensors, float inv,
+                                        float* found_inf) {
     if (n_tensors == 0) {
         return;
     }
-    const float inv = (float)(1.0 / (double)*scale);
     const u64 n_blocks = block_start[n_tensors];
     // The block loop is uniform across the block (it depends on blockIdx
     // only), so the warp vote below sees whole warps.
@@ -61,45 +60,7 @@ __device__ __forceinline__ void unscale(const u64* src, const u64* dst, const u6
 #define AMP_UNSCALE(unused, sfx, T)                                                       \
     extern "C" __global__ void unscale_fwd_##sfx(                                        \
         const u64* src, const u64* dst, const u64* lens, const u64* block_start,         \
-        u32 n_tensors, const float* scale, float* found_inf) {                           \
-        unscale<T>(src, dst, lens, block_start, n_tensors, scale, found_inf);            \
+        u32 n_tensors, float inv, float* found_inf) {                                    \
+        unscale<T>(src, dst, lens, block_start, n_tensors, inv, found_inf);              \
     }
 AMP_EACH_DTYPE(AMP_UNSCALE, _)
-
-// LossScale::update with the runtime's bounds (min_scale = FLT_MIN and
-// max_scale = +inf when the config has none). One thread does the work, so
-// any launch is correct. The factors are doubles: the CPU multiplies the scale,
-// widened to f64, by its f64 factors and rounds the product to f32 once.
-extern "C" __global__ void update_scale_fwd(float* scale, u32* growth_tracker,
-                                            const float* found_inf, u32 n_flags,
-                                            double growth_factor, double backoff_factor,
-                                            u32 growth_interval, float min_scale,
-                                            float max_scale) {
-    if (blockIdx.x != 0 || threadIdx.x != 0) {
-        return;
-    }
-    bool inf = false;
-    for (u32 i = 0; i < n_flags; ++i) {
-        inf |= found_inf[i] != 0.0f;
-    }
-    const float s = *scale;
-    if (inf) {
-        const float backed_off = (float)((double)s * backoff_factor);
-        // f32::max: the non-NaN operand, like fmaxf.
-        *scale = fmaxf(backed_off, min_scale);
-        *growth_tracker = 0;
-        return;
-    }
-    const u32 tracker = *growth_tracker;
-    const u32 successful = tracker == 0xffffffffu ? tracker : tracker + 1;  // saturating
-    if (successful == growth_interval) {
-        const float grown = fminf((float)((double)s * growth_factor), max_scale);
-        // "Do not grow the scale past fp32 bounds to inf."
-        if (isfinite(grown)) {
-            *scale = grown;
-        }
-        *growth_tracker = 0;
-    } else {
-        *growth_tracker = successful;
-    }
-}

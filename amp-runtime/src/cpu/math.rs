@@ -138,8 +138,54 @@ fn horner<const N: usize>(c: &[f32; N], x: f32) -> f32 {
     c.iter().rev().fold(0.0, |acc, &c| acc * x + c)
 }
 
+/// IEEE 754-2019 `maximum`: NaN if either is NaN, and +0 above -0 (so the
+/// result does not depend on the operands' order; `f32::max` leaves the sign
+/// of a zero tie unspecified). The CUDA kernel computes the same.
+pub(crate) fn maximum(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else if a == b {
+        // Equal: the same bits, or ±0, where AND keeps +0 unless both are -0.
+        f32::from_bits(a.to_bits() & b.to_bits())
+    } else if a > b {
+        a
+    } else {
+        b
+    }
+}
+
+/// IEEE 754-2019 `minimum`: NaN if either is NaN, and -0 below +0.
+pub(crate) fn minimum(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else if a == b {
+        f32::from_bits(a.to_bits() | b.to_bits())
+    } else if a < b {
+        a
+    } else {
+        b
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    /// IEEE 754-2019 maximum/minimum: zero ties ordered -0 < +0 whatever
+    /// the operands' order, NaN from either side.
+    #[test]
+    fn maximum_and_minimum_order_signed_zeros_and_propagate_nan() {
+        use super::{maximum, minimum};
+        for (a, b) in [(0.0f32, -0.0f32), (-0.0, 0.0)] {
+            assert_eq!(maximum(a, b).to_bits(), 0.0f32.to_bits());
+            assert_eq!(minimum(a, b).to_bits(), (-0.0f32).to_bits());
+        }
+        assert_eq!(maximum(-0.0, -0.0).to_bits(), (-0.0f32).to_bits());
+        assert_eq!(minimum(0.0, 0.0).to_bits(), 0.0f32.to_bits());
+        assert!(maximum(f32::NAN, 1.0).is_nan() && maximum(1.0, f32::NAN).is_nan());
+        assert!(minimum(f32::NAN, -1.0).is_nan() && minimum(-1.0, f32::NAN).is_nan());
+        assert_eq!((maximum(-3.0, 2.0), minimum(-3.0, 2.0)), (2.0, -3.0));
+        assert_eq!(maximum(f32::NEG_INFINITY, f32::INFINITY), f32::INFINITY);
+    }
+
     use super::*;
 
     /// Φ(x) in f64 from `libm::erfc` (accurate to a few f64 ulp to its

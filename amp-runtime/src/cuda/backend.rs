@@ -1,62 +1,38 @@
-//! One `Backend` per GPU: context, stream, compiled-module cache, cuBLASLt.
+//! One `Backend` per GPU: its driver (a real GPU, or the emulator with the
+//! feature `cuda-emulator`), and the errors of device work, named after the op.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use amp_kernels::nvrtc::{Arch, Nvrtc, Options};
-use cudarc::driver::sys::CUdevice_attribute;
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream};
-use cudarc::nvrtc::Ptx;
-
+use super::driver::{Copy2d, Driver, GemmCall};
+use super::launch::LaunchConfig;
 use crate::error::{Error, Result};
 
 /// What one GPU needs to run amp's ops. Created once per ordinal, on first
 /// use, and shared by every tensor on that GPU.
 pub(crate) struct Backend {
     pub(crate) ordinal: usize,
-    pub(crate) stream: Arc<CudaStream>,
-    /// The real architecture kernels are compiled for (`sm_90` on an H100/H200).
-    pub(crate) arch: Arch,
     /// Streaming multiprocessors: sizes elementwise grids.
     pub(crate) sm_count: u32,
-    /// Compiled modules by name: each `.cu` file is compiled at most once per
-    /// device (a failure is cached too, so it is reported, not retried, per op).
-    modules: Mutex<HashMap<&'static str, std::result::Result<Arc<CudaModule>, String>>>,
-    /// cuBLASLt, when its library is present (`None`: GEMM uses the WMMA kernel).
-    pub(crate) blas: OnceLock<Option<super::blas::Blas>>,
+    driver: Box<dyn Driver>,
+    /// The first failure of device work that had no caller to report to (a
+    /// free in a destructor): every later call returns it, as the CUDA
+    /// driver's own errors stick to a context.
+    sticky: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cuda:{} ({})", self.ordinal, self.arch)
+        f.write_str(&self.driver.describe())
     }
 }
 
-/// Turn a driver failure into an error naming the op.
-pub(crate) fn driver_err(op: &'static str) -> impl Fn(cudarc::driver::DriverError) -> Error {
-    move |e| Error::Cuda {
-        op,
-        msg: format!("{e:?}"),
-    }
-}
-
-/// Whether libcuda can be loaded (asked before any driver call: cudarc panics
-/// when it cannot load the library).
-fn driver_present() -> bool {
-    // SAFETY: `is_culib_present` only tries to dlopen the library; it calls
-    // no driver function.
-    unsafe { cudarc::driver::sys::is_culib_present() }
-}
-
-const NO_DRIVER: &str = "no NVIDIA driver found (libcuda.so could not be loaded); \
-    install the driver, or run on the CPU (`Device::Cpu`)";
-
-/// Number of GPUs the driver reports; 0 without a driver.
+/// Number of GPUs there are; 0 without a driver.
 pub(crate) fn device_count() -> usize {
-    if !driver_present() {
-        return 0;
-    }
-    CudaContext::device_count().map_or(0, |n| n.max(0) as usize)
+    #[cfg(feature = "cuda-emulator")]
+    return super::driver::emulated::device_count();
+    #[cfg(not(feature = "cuda-emulator"))]
+    super::driver::real::device_count()
 }
 
 static BACKENDS: OnceLock<Mutex<HashMap<usize, Arc<Backend>>>> = OnceLock::new();
@@ -68,126 +44,189 @@ pub(crate) fn backend(ordinal: usize, op: &'static str) -> Result<Arc<Backend>> 
     if let Some(b) = map.get(&ordinal) {
         return Ok(b.clone());
     }
-    let b = Arc::new(Backend::new(ordinal, op)?);
+    let b = Arc::new(Backend::new(ordinal).map_err(|msg| Error::Cuda { op, msg })?);
     map.insert(ordinal, b.clone());
     Ok(b)
 }
 
 impl Backend {
-    fn new(ordinal: usize, op: &'static str) -> Result<Backend> {
-        if !driver_present() {
-            return Err(Error::Cuda {
-                op,
-                msg: NO_DRIVER.into(),
-            });
-        }
-        let count = device_count();
-        if ordinal >= count {
-            return Err(Error::Cuda {
-                op,
-                msg: format!(
-                    "there is no GPU {ordinal}: the driver reports {count}; use `Device::Cuda(n)` with n < {count}"
-                ),
-            });
-        }
-        let ctx = CudaContext::new(ordinal).map_err(driver_err(op))?;
-        let (major, minor) = ctx.compute_capability().map_err(driver_err(op))?;
-        if major < 8 {
-            return Err(Error::Cuda {
-                op,
-                msg: format!(
-                    "GPU {ordinal} has compute capability {major}.{minor}; amp's kernels need 8.0 or newer (Ampere: bf16 and Tensor Core WMMA)"
-                ),
-            });
-        }
-        let sm_count = ctx
-            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
-            .map_err(driver_err(op))?
-            .max(1) as u32;
+    fn new(ordinal: usize) -> std::result::Result<Backend, String> {
+        #[cfg(feature = "cuda-emulator")]
+        let driver: Box<dyn Driver> =
+            Box::new(super::driver::emulated::EmulatedDriver::new(ordinal)?);
+        #[cfg(not(feature = "cuda-emulator"))]
+        let driver: Box<dyn Driver> = Box::new(super::driver::real::RealDriver::new(ordinal)?);
         Ok(Backend {
             ordinal,
-            stream: ctx.default_stream(),
-            arch: Arch::from_compute_capability(major as u32, minor as u32),
-            sm_count,
-            modules: Mutex::new(HashMap::new()),
-            blas: OnceLock::new(),
+            sm_count: driver.sm_count(),
+            driver,
+            sticky: Mutex::new(None),
         })
     }
 
-    /// Kernel `name` of module `module`, compiling and loading the module on
-    /// first use.
-    pub(crate) fn function(
+    /// `Ok` unless earlier device work failed without a caller to tell.
+    fn healthy(&self, op: &'static str) -> Result<()> {
+        match &*self.sticky.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => Ok(()),
+            Some(msg) => Err(Error::Cuda {
+                op,
+                msg: format!("{self:?} failed earlier and cannot be used: {msg}"),
+            }),
+        }
+    }
+
+    fn wrap<T>(&self, op: &'static str, r: std::result::Result<T, String>) -> Result<T> {
+        r.map_err(|msg| Error::Cuda { op, msg })
+    }
+
+    /// `bytes` of uninitialised device memory.
+    pub(crate) fn alloc(&self, bytes: usize, op: &'static str) -> Result<u64> {
+        self.healthy(op)?;
+        self.wrap(op, self.driver.alloc(bytes))
+    }
+
+    /// Give memory back. A failure has no caller to go to: it sticks.
+    ///
+    /// # Safety
+    /// `ptr` came from [`alloc`](Self::alloc) and is not used afterwards.
+    pub(crate) unsafe fn free(&self, ptr: u64) {
+        // SAFETY: the caller's contract.
+        if let Err(msg) = unsafe { self.driver.free(ptr) } {
+            self.sticky
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(msg);
+        }
+    }
+
+    /// Copy host bytes into device memory.
+    ///
+    /// # Safety
+    /// The destination range lies inside one live allocation.
+    pub(crate) unsafe fn htod(&self, dst: u64, src: &[u8], op: &'static str) -> Result<()> {
+        self.healthy(op)?;
+        // SAFETY: the caller's contract.
+        self.wrap(op, unsafe { self.driver.htod(dst, src) })
+    }
+
+    /// Copy device memory to the host (waits for the GPU).
+    ///
+    /// # Safety
+    /// The source range lies inside one live allocation.
+    pub(crate) unsafe fn dtoh(&self, dst: &mut [u8], src: u64, op: &'static str) -> Result<()> {
+        self.healthy(op)?;
+        // SAFETY: the caller's contract.
+        self.wrap(op, unsafe { self.driver.dtoh(dst, src) })
+    }
+
+    /// Copy within device memory.
+    ///
+    /// # Safety
+    /// Both ranges are live and disjoint.
+    pub(crate) unsafe fn dtod(
+        &self,
+        dst: u64,
+        src: u64,
+        bytes: usize,
+        op: &'static str,
+    ) -> Result<()> {
+        self.healthy(op)?;
+        // SAFETY: the caller's contract.
+        self.wrap(op, unsafe { self.driver.dtod(dst, src, bytes) })
+    }
+
+    /// Zero device memory.
+    ///
+    /// # Safety
+    /// The range lies inside one live allocation.
+    pub(crate) unsafe fn zero(&self, dst: u64, bytes: usize, op: &'static str) -> Result<()> {
+        self.healthy(op)?;
+        // SAFETY: the caller's contract.
+        self.wrap(op, unsafe { self.driver.zero(dst, bytes) })
+    }
+
+    /// A rectangular device-to-device copy.
+    ///
+    /// # Safety
+    /// Every row of both sides is live; they do not overlap.
+    pub(crate) unsafe fn copy_2d(&self, copy: &Copy2d, op: &'static str) -> Result<()> {
+        self.healthy(op)?;
+        // SAFETY: the caller's contract.
+        self.wrap(op, unsafe { self.driver.copy_2d(copy) })
+    }
+
+    /// Launch kernel `kernel` of `module`; a failure is an error naming `op`.
+    ///
+    /// # Safety
+    /// As [`Driver::launch`]: the arguments are the kernel's, in order, and
+    /// every address among them points into a live allocation with the extent
+    /// the kernel accesses.
+    pub(crate) unsafe fn launch(
         &self,
         module: &'static str,
-        name: &str,
+        kernel: &str,
         op: &'static str,
-    ) -> Result<CudaFunction> {
-        let m = {
-            let mut cache = self.modules.lock().unwrap_or_else(|e| e.into_inner());
-            cache
-                .entry(module)
-                .or_insert_with(|| self.compile(module))
-                .clone()
+        cfg: LaunchConfig,
+        args: &mut super::launch::Args,
+    ) -> Result<()> {
+        self.healthy(op)?;
+        let (ptrs, sizes) = args.raw();
+        // SAFETY: the caller's contract.
+        let r = unsafe { self.driver.launch(module, kernel, &cfg, ptrs, sizes) };
+        let named = |e: String| {
+            if e.starts_with(&format!("kernel `{kernel}`")) {
+                e
+            } else {
+                format!("kernel `{kernel}`: {e}")
+            }
         };
-        let m = m.map_err(|msg| Error::Cuda { op, msg })?;
-        m.load_function(name).map_err(|e| Error::Cuda {
-            op,
-            msg: format!("kernel `{name}` missing from module `{module}`: {e:?}"),
-        })
+        self.wrap(op, r.map_err(named))
     }
 
-    /// Compile `module` for this GPU's architecture (a cubin, which loads on
-    /// any driver of the same major version; PTX from a newer NVRTC would not)
-    /// and load it.
-    fn compile(&self, module: &'static str) -> std::result::Result<Arc<CudaModule>, String> {
-        let src = amp_kernels::module(module)
-            .ok_or_else(|| format!("internal: no kernel module `{module}`"))?;
-        let nvrtc = nvrtc()?;
-        let options = Options {
-            // At run time a spill costs speed, not correctness; CI fails on it.
-            strict_spills: false,
-            ..Options::default()
-        };
-        let compiled = nvrtc
-            .compile(src, self.arch, &options)
-            .map_err(|e| e.to_string())?;
-        self.stream
-            .context()
-            .load_module(Ptx::from_binary(compiled.cubin))
-            .map_err(|e| format!("loading module `{module}` for {}: {e:?}", self.arch))
+    /// Whether GEMM goes through the driver's library (cuBLASLt); without
+    /// it, F16/BF16 GEMM runs amp's WMMA kernel.
+    pub(crate) fn has_gemm(&self) -> bool {
+        self.driver.has_gemm()
     }
-}
 
-/// NVRTC, loaded once per process.
-fn nvrtc() -> std::result::Result<&'static Nvrtc, String> {
-    static NVRTC: OnceLock<std::result::Result<Nvrtc, String>> = OnceLock::new();
-    NVRTC
-        .get_or_init(|| Nvrtc::load().map_err(|e| e.to_string()))
-        .as_ref()
-        .map_err(Clone::clone)
+    /// A GEMM through the driver's library.
+    ///
+    /// # Safety
+    /// Every matrix lies inside a live allocation; C overlaps no input.
+    pub(crate) unsafe fn gemm(&self, call: &GemmCall, op: &'static str) -> Result<()> {
+        self.healthy(op)?;
+        // SAFETY: the caller's contract.
+        self.wrap(op, unsafe { self.driver.gemm(call) })
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::driver::real::{self, RealDriver};
+    #[cfg(not(feature = "cuda-emulator"))]
     use super::*;
 
-    /// On a machine without the driver (CI), every entry is an error that
+    /// On a machine without the driver (CI), the real driver is an error that
     /// says what is missing; on a GPU machine the device tests cover the rest.
     #[test]
     fn a_missing_driver_is_an_error_not_a_panic() {
-        if driver_present() {
-            assert!(device_count() > 0 || backend(0, "test").is_err());
+        if real::driver_present() {
+            assert!(real::device_count() > 0 || RealDriver::new(0).is_err());
             return;
         }
-        assert_eq!(device_count(), 0);
-        let e = backend(0, "Device::cuda").unwrap_err();
-        assert!(matches!(e, Error::Cuda { .. }), "{e:?}");
-        let msg = e.to_string();
+        assert_eq!(real::device_count(), 0);
+        let msg = RealDriver::new(0).err().expect("no driver, no GPU");
         assert!(
-            msg.contains("Device::cuda") && msg.contains("driver"),
+            msg.contains("driver") && msg.contains("Device::Cpu"),
             "{msg}"
         );
-        // Asking again gives the same error (nothing half-initialised cached).
-        assert_eq!(backend(0, "Device::cuda").unwrap_err(), e);
+        #[cfg(not(feature = "cuda-emulator"))]
+        {
+            let e = backend(0, "Device::cuda").unwrap_err();
+            assert!(matches!(e, Error::Cuda { .. }), "{e:?}");
+            assert!(e.to_string().contains("Device::cuda"), "{e}");
+            // Asking again gives the same error (nothing half-initialised cached).
+            assert_eq!(backend(0, "Device::cuda").unwrap_err(), e);
+        }
     }
 }

@@ -7,72 +7,33 @@
 //! column-major with the same leading dimension, so the product is one call
 //! with the operands swapped, no copies.
 
-use cudarc::cublaslt::sys::{cublasComputeType_t, cudaDataType};
-use cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulConfig, MatmulShared};
-use cudarc::driver::CudaStream;
-use half::{bf16, f16};
 use std::sync::Arc;
 
 use super::backend::Backend;
+use super::driver::{GemmCall, GemmType};
 use super::launch::launch;
-use super::storage::{CudaBuf, CudaStorage};
+use super::storage::CudaStorage;
 use crate::error::{Error, Result};
+use crate::precision::DType;
 
-/// The cuBLASLt handle of one GPU.
-pub(crate) struct Blas(CudaBlasLT);
-
-/// `CudaBlasLT` with amp's compute types: cudarc's F32 matmul allows TF32,
-/// which rounds F32 inputs to 10 mantissa bits; amp keeps F32 exact unless
-/// asked (PyTorch's `allow_tf32 = False` default).
-struct Lt<'a>(&'a CudaBlasLT);
-
-impl MatmulShared for Lt<'_> {
-    fn handle(&self) -> &cudarc::cublaslt::sys::cublasLtHandle_t {
-        self.0.handle()
-    }
-    fn workspace(&self) -> &cudarc::cublaslt::Workspace {
-        self.0.workspace()
-    }
-    fn stream(&self) -> &Arc<CudaStream> {
-        self.0.stream()
-    }
-}
-
-macro_rules! lt_type {
-    ($t:ty, $data:ident) => {
-        impl Matmul<$t> for Lt<'_> {
-            fn matrix_type() -> cudaDataType {
-                cudaDataType::$data
-            }
-            fn compute_type() -> cublasComputeType_t {
-                cublasComputeType_t::CUBLAS_COMPUTE_32F
-            }
-        }
-    };
-}
-lt_type!(f32, CUDA_R_32F);
-lt_type!(f16, CUDA_R_16F);
-lt_type!(bf16, CUDA_R_16BF);
-
-/// cuBLASLt for `backend`, created at first use; `None` when the library is
-/// absent (or fails to initialise), and GEMM falls back to WMMA.
-fn blas(backend: &Backend) -> Option<&Blas> {
-    backend
-        .blas
-        .get_or_init(|| {
-            // SAFETY: only tries to dlopen libcublasLt; calls nothing in it.
-            if !unsafe { cudarc::cublaslt::sys::is_culib_present() } {
-                return None;
-            }
-            CudaBlasLT::new(backend.stream.clone()).ok().map(Blas)
-        })
-        .as_ref()
-}
-
-/// Whether cuBLASLt is loaded for `backend`; without it GEMM runs the WMMA
-/// kernel, which reads only dense row-major operands.
+/// Whether GEMM goes through cuBLASLt for `backend`; without it GEMM runs the
+/// WMMA kernel, which reads only dense row-major operands.
 pub(crate) fn has_lt(backend: &Backend) -> bool {
-    blas(backend).is_some()
+    backend.has_gemm() && !wmma_forced()
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests of the WMMA fallback on a backend that has cuBLASLt: set on the
+    /// test's own thread only.
+    static FORCE_WMMA: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn wmma_forced() -> bool {
+    #[cfg(test)]
+    return FORCE_WMMA.get();
+    #[cfg(not(test))]
+    false
 }
 
 /// The byte alignment an operand's first element must have to be read in
@@ -197,60 +158,43 @@ pub(crate) fn gemm(
     // transpose flag: `(transposed, ld)` maps to `(trans, ld)` unchanged.
     let (ta, lda) = (b.layout.transposed, b.layout.ld);
     let (tb, ldb) = (a.layout.transposed, a.layout.ld);
-    let Some(lt) = blas(backend) else {
+    if !has_lt(backend) {
         wmma(backend, a, b, bias, &mut c, batch, m, n, k)?;
         return Ok(c);
-    };
-    let cfg = MatmulConfig {
+    }
+    let call = GemmCall {
+        dtype: match dtype {
+            DType::F32 => GemmType::F32,
+            DType::F16 => GemmType::F16,
+            DType::BF16 => GemmType::BF16,
+        },
         transa: ta,
         transb: tb,
-        transc: false,
         m: n as u64,
         n: m as u64,
         k: k as u64,
-        alpha: 1.0,
+        a: b.storage.address(b.offset),
         lda: lda as i64,
+        stride_a: b.layout.batch_stride as i64,
+        b: a.storage.address(a.offset),
         ldb: ldb as i64,
-        beta: 0.0,
+        stride_b: a.layout.batch_stride as i64,
+        c: c.address(0),
         ldc: n as i64,
-        stride_a: Some(b.layout.batch_stride as i64),
-        stride_b: Some(a.layout.batch_stride as i64),
-        stride_c: Some((m * n) as i64),
-        stride_bias: Some(0),
-        batch_size: (batch > 1).then_some(batch as i32),
+        stride_c: (m * n) as i64,
+        batch: batch as u64,
+        bias: bias.map(|(s, off)| s.address(off)),
     };
-    let lt = Lt(&lt.0);
-    let err = |e: cudarc::cublaslt::result::CublasError| Error::Cuda {
-        op: OP,
-        msg: format!("cuBLASLt matmul of [{batch}×{m}×{k}]·[{k}×{n}] failed: {e:?}"),
-    };
-    macro_rules! run {
-        ($variant:ident) => {{
-            let (CudaBuf::$variant(sa), CudaBuf::$variant(sb), CudaBuf::$variant(sc)) =
-                (&a.storage.buf, &b.storage.buf, &mut c.buf)
-            else {
-                unreachable!("internal: operands of one GEMM share a dtype")
-            };
-            let va = sa.slice(a.offset..);
-            let vb = sb.slice(b.offset..);
-            let vbias = match bias {
-                Some((s, off)) => match &s.buf {
-                    CudaBuf::$variant(s) => Some(s.slice(off..)),
-                    _ => unreachable!("internal: bias shares the GEMM's dtype"),
-                },
-                None => None,
-            };
-            // SAFETY: every matrix lies within its buffer: the op checked the
-            // shapes, and offsets/strides come from the tensors' layouts; the
-            // output holds batch·m·n elements with ldc = n.
-            unsafe { lt.matmul(cfg, &vb, &va, sc, vbias.as_ref(), None) }.map_err(err)?;
-        }};
-    }
-    match dtype {
-        crate::precision::DType::F32 => run!(F32),
-        crate::precision::DType::F16 => run!(F16),
-        crate::precision::DType::BF16 => run!(BF16),
-    }
+    // SAFETY: every matrix lies within its buffer: the op checked the
+    // shapes, and offsets/strides come from the tensors' layouts; the output
+    // holds batch·m·n elements with ldc = n, in a buffer of its own.
+    unsafe { backend.gemm(&call, OP) }.map_err(|e| match e {
+        Error::Cuda { op, msg } => Error::Cuda {
+            op,
+            msg: format!("cuBLASLt matmul of [{batch}×{m}×{k}]·[{k}×{n}] failed: {msg}"),
+        },
+        other => other,
+    })?;
     Ok(c)
 }
 
@@ -269,7 +213,7 @@ fn wmma(
     k: usize,
 ) -> Result<()> {
     const OP: &str = "matmul";
-    if c.dtype() == crate::precision::DType::F32 {
+    if c.dtype() == DType::F32 {
         return Err(Error::Cuda {
             op: OP,
             msg: "F32 GEMM needs cuBLASLt (libcublasLt.so), which could not be loaded; \
@@ -296,7 +240,7 @@ fn wmma(
     );
     // The kernel strides over tiles and batch elements, so the grid is capped
     // at the hardware's limits (y and z: 65535) rather than covering all.
-    let cfg = cudarc::driver::LaunchConfig {
+    let cfg = super::launch::LaunchConfig {
         grid_dim: (
             n.div_ceil(64).min(i32::MAX as usize) as u32,
             m.div_ceil(64).min(65_535) as u32,
@@ -492,5 +436,69 @@ mod tests {
             batch_stride: 15,
         };
         assert!(!t.is_dense_row_major(5));
+    }
+
+    /// The WMMA fallback (the GEMM without cuBLASLt) against the CPU, on the
+    /// emulated GPU: odd and tile-sized shapes, batches, a broadcast operand,
+    /// a transposed one (copied first: the kernel reads row-major only), a
+    /// bias; F32 without cuBLASLt is an error.
+    #[cfg(feature = "cuda-emulator")]
+    #[test]
+    fn the_wmma_fallback_matches_the_cpu() {
+        use crate::device::Device;
+        use crate::precision::{BF16, F16, F32, Precision};
+        use crate::tensor::Tensor;
+
+        fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+            let num: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+            let den: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+            (num / den.max(f64::MIN_POSITIVE)).sqrt()
+        }
+        fn check<P: Precision>(dev: Device, tol: f64) {
+            for (i, (batch, m, k, n)) in [
+                (1, 1, 1, 1),
+                (2, 17, 33, 9),
+                (1, 64, 64, 64),
+                (3, 65, 130, 70),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let s = 40 + i as u64;
+                let a = Tensor::<F32>::randn([batch, m, k], s).cast::<P>();
+                let b = Tensor::<F32>::randn([k, n], s + 1).cast::<P>();
+                let bt = Tensor::<F32>::randn([n, k], s + 2).cast::<P>();
+                let bias = Tensor::<F32>::randn([n], s + 3).cast::<P>();
+                let on = |d: Device| -> Vec<Vec<f32>> {
+                    let (a, b, bt, bias) = (
+                        a.to_device(d).unwrap(),
+                        b.to_device(d).unwrap(),
+                        bt.to_device(d).unwrap(),
+                        bias.to_device(d).unwrap(),
+                    );
+                    vec![
+                        a.matmul(&b).unwrap().to_f32_vec(),
+                        a.matmul(&bt.t().unwrap()).unwrap().to_f32_vec(),
+                        a.linear(&bt, Some(&bias)).unwrap().to_f32_vec(),
+                    ]
+                };
+                for (form, (g, w)) in on(dev).iter().zip(on(Device::Cpu)).enumerate() {
+                    let e = rel_l2(g, &w);
+                    assert!(
+                        e <= tol,
+                        "{} [{batch},{m},{k}]·[{k},{n}] form {form}: {e:e}",
+                        P::NAME
+                    );
+                }
+            }
+        }
+        let dev = Device::cuda(0).expect("the emulated GPU");
+        FORCE_WMMA.set(true);
+        check::<F16>(dev, 1e-3);
+        check::<BF16>(dev, 1e-2);
+        let a = Tensor::<F32>::randn([4, 4], 1).to_device(dev).unwrap();
+        let e = a.matmul(&a).unwrap_err();
+        assert!(e.to_string().contains("cuBLASLt"), "{e}");
+        FORCE_WMMA.set(false);
     }
 }

@@ -1,27 +1,95 @@
 //! Launch configurations and the `Strided` kernel argument. Pure code: unit
 //! tested without a GPU.
 
-use cudarc::driver::{DeviceRepr, LaunchConfig};
+use std::ffi::c_void;
 
-/// Launch kernel `$name` of module `$module` with the given arguments (a macro
-/// so each argument keeps its own type for cudarc's `arg`), mapping a launch
-/// failure to an `Error::Cuda` naming `$op`. Arguments must be places (locals),
-/// not temporaries: the launch builder keeps a reference to each until the
-/// launch.
+/// Grid and block of a launch (`cuLaunchKernel`'s dimensions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LaunchConfig {
+    pub grid_dim: (u32, u32, u32),
+    pub block_dim: (u32, u32, u32),
+    /// Dynamic shared memory (amp's kernels use none).
+    pub shared_mem_bytes: u32,
+}
+
+/// A value a kernel takes as a parameter: plain old data with the C layout of
+/// the parameter (integers, floats, device addresses as `u64`, `#[repr(C)]`
+/// structs mirroring the kernels' own).
+///
+/// # Safety
+/// Every bit pattern of the type's size is what the kernel's parameter type
+/// reads, and the type has no padding or pointers to host memory.
+pub(crate) unsafe trait KernelArg: Copy + 'static {}
+
+// SAFETY: the C types u64/i64/u32/i32/float/double, same size and layout.
+unsafe impl KernelArg for u64 {}
+// SAFETY: as above.
+unsafe impl KernelArg for i64 {}
+// SAFETY: as above.
+unsafe impl KernelArg for u32 {}
+// SAFETY: as above.
+unsafe impl KernelArg for i32 {}
+// SAFETY: as above.
+unsafe impl KernelArg for f32 {}
+// SAFETY: as above.
+unsafe impl KernelArg for f64 {}
+
+/// A kernel's arguments, each copied into storage of its own (so an
+/// argument may be any expression, temporaries included), handed to the
+/// driver as `cuLaunchKernel` takes them: one pointer per argument.
+pub(crate) struct Args {
+    values: Vec<Box<[u64]>>,
+    ptrs: Vec<*mut c_void>,
+    sizes: Vec<usize>,
+}
+
+impl Args {
+    pub(crate) fn new() -> Self {
+        Args {
+            values: Vec::new(),
+            ptrs: Vec::new(),
+            sizes: Vec::new(),
+        }
+    }
+
+    /// Append one argument (its bytes are copied).
+    pub(crate) fn push<T: KernelArg>(&mut self, v: T) -> &mut Self {
+        let size = std::mem::size_of::<T>();
+        // u64 cells: aligned for every KernelArg (none is aligned beyond 8).
+        const { assert!(std::mem::align_of::<T>() <= 8) };
+        let mut cell = vec![0u64; size.div_ceil(8).max(1)].into_boxed_slice();
+        // SAFETY: the cell holds at least `size` bytes, suitably aligned, and
+        // `T: KernelArg` is plain old data.
+        unsafe { std::ptr::write(cell.as_mut_ptr().cast::<T>(), v) };
+        self.ptrs.push(cell.as_mut_ptr().cast());
+        self.sizes.push(size);
+        // Moving the box does not move its heap cell: the pointer stays valid.
+        self.values.push(cell);
+        self
+    }
+
+    /// The pointers and sizes, valid while `self` lives.
+    pub(crate) fn raw(&mut self) -> (&mut [*mut c_void], &[usize]) {
+        (&mut self.ptrs, &self.sizes)
+    }
+}
+
+/// Launch kernel `$name` of module `$module` with the given arguments,
+/// mapping a launch failure to an `Error::Cuda` naming `$op`. Each argument
+/// is a [`KernelArg`](crate::cuda::launch::KernelArg), copied.
 macro_rules! launch {
     ($backend:expr, $module:literal, $name:expr, $op:expr, $cfg:expr; $($arg:expr),* $(,)?) => {{
-        use cudarc::driver::PushKernelArg as _;
         let backend: &std::sync::Arc<$crate::cuda::backend::Backend> = $backend;
-        let f = backend.function($module, &$name, $op)?;
-        let mut l = backend.stream.launch_builder(&f);
-        $(l.arg(&$arg);)*
+        let mut args = $crate::cuda::launch::Args::new();
+        $(args.push($arg);)*
+        let name: &str = &$name;
         // SAFETY: every call site passes the arguments of this kernel's
         // signature in kernels/README.md, in order and with its C types (u64
         // counts and device addresses, u32, f32, f64, `#[repr(C)]` structs by
         // value), and every address points into a live buffer of the backend's
         // device with the extent the kernel reads or writes (the callers size
         // the buffers from the same counts they pass).
-        unsafe { l.launch($cfg) }.map_err($crate::cuda::backend::driver_err($op))?;
+        unsafe { backend.launch($module, name, $op, $cfg, &mut args) }?;
     }};
 }
 pub(crate) use launch;
@@ -67,7 +135,7 @@ pub(crate) struct Strided {
 
 // SAFETY: `Strided` is `repr(C)`, plain old data, laid out exactly like the
 // prelude's `struct Strided { int rank; int pad; i64 dims[8]; i64 strides[8]; }`.
-unsafe impl DeviceRepr for Strided {}
+unsafe impl KernelArg for Strided {}
 
 /// Merge dims for strided kernels: drop size-1 dims and fuse neighbours that
 /// are contiguous with each other in *every* operand (each operand's strides

@@ -20,6 +20,7 @@
 
 pub(crate) mod backend;
 pub(crate) mod blas;
+pub(crate) mod driver;
 pub(crate) mod launch;
 pub(crate) mod ops;
 pub(crate) mod optim;
@@ -28,3 +29,21 @@ pub(crate) mod storage;
 
 pub(crate) use backend::{backend, device_count};
 pub use storage::CudaStorage;
+
+/// GPU 0 for a unit test that needs one, or `None` (with a note) to skip it.
+/// `AMP_REQUIRE_CUDA=1` (`scripts/gpu-check.sh`, the emulator run in CI)
+/// turns a missing GPU into a failure instead: a skipped test must never
+/// pass where the GPU is the point.
+#[cfg(test)]
+pub(crate) fn test_device(test: &str) -> Option<crate::device::Device> {
+    match crate::device::Device::cuda(0) {
+        Ok(d) => Some(d),
+        Err(e) if std::env::var("AMP_REQUIRE_CUDA").is_ok_and(|v| v.trim() == "1") => {
+            panic!("{test}: AMP_REQUIRE_CUDA=1 but there is no usable CUDA device: {e}")
+        }
+        Err(e) => {
+            eprintln!("{test}: skipped: no usable GPU ({e})");
+            None
+        }
+    }
+}

@@ -4,12 +4,11 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig};
-
-use super::backend::{Backend, driver_err};
+use super::backend::Backend;
 use super::blas::{GEMM_ALIGN, MatrixLayout, Operand};
+use super::driver::Copy2d;
 use super::launch::{self, Strided, launch};
-use super::storage::CudaStorage;
+use super::storage::{CudaStorage, DeviceMem};
 use crate::error::{Error, Result};
 use crate::precision::DType;
 use crate::shape::{Layout, Shape};
@@ -31,7 +30,7 @@ pub(crate) fn storage(core: &TensorCore) -> &CudaStorage {
 }
 
 fn backend_of(core: &TensorCore) -> &Arc<Backend> {
-    &storage(core).backend
+    storage(core).backend()
 }
 
 /// Wrap a freshly written device buffer as a contiguous tensor.
@@ -147,24 +146,18 @@ pub(crate) fn cat(cores: &[&TensorCore], d: usize, dims: &[usize]) -> Result<Ten
         if width > 0 && outer > 0 {
             let c = contiguous(core, OP)?;
             let src = storage(&c);
-            // SAFETY: all-zero is a valid `CUDA_MEMCPY2D` (null host pointers
-            // and arrays, which a device-to-device copy does not read).
-            let mut copy: cudarc::driver::sys::CUDA_MEMCPY2D = unsafe { std::mem::zeroed() };
-            copy.srcMemoryType = cudarc::driver::sys::CUmemorytype::CU_MEMORYTYPE_DEVICE;
-            copy.srcDevice = src.address(c.layout().offset());
-            copy.srcPitch = width;
-            copy.dstMemoryType = cudarc::driver::sys::CUmemorytype::CU_MEMORYTYPE_DEVICE;
-            copy.dstDevice = out.address(0) + start as u64;
-            copy.dstPitch = pitch;
-            copy.WidthInBytes = width;
-            copy.Height = outer;
+            let copy = Copy2d {
+                src: src.address(c.layout().offset()),
+                src_pitch: width,
+                dst: out.address(0) + start as u64,
+                dst_pitch: pitch,
+                width,
+                height: outer,
+            };
             // SAFETY: the source holds `outer` rows of `width` bytes
             // (contiguous), the destination `outer` rows of `pitch` bytes of
-            // which this writes `start..start + width`; both live on the
-            // backend's stream, which orders this copy before any later free.
-            unsafe { cudarc::driver::sys::cuMemcpy2DAsync_v2(&copy, backend.stream.cu_stream()) }
-                .result()
-                .map_err(driver_err(OP))?;
+            // which this writes `start..start + width`.
+            unsafe { backend.copy_2d(&copy, OP) }?;
         }
         start += width;
     }
@@ -440,35 +433,23 @@ impl SumTo {
 /// uploaded once by a forward and kept alive by its backward, which reads
 /// them again without a second copy from the host.
 pub(crate) struct DeviceIds {
-    /// `None` for an empty list (cudarc cannot allocate 0 bytes; no kernel
-    /// reads it then).
-    buf: Option<CudaSlice<i64>>,
+    mem: DeviceMem,
     len: usize,
-    backend: Arc<Backend>,
 }
 
 impl DeviceIds {
     /// Copy `ids` (each checked against its bound on the host by the
     /// caller) to the GPU of `like`.
     pub(crate) fn upload(like: &TensorCore, ids: &[usize], op: &'static str) -> Result<Self> {
-        let backend = backend_of(like).clone();
-        if ids.is_empty() {
-            return Ok(DeviceIds {
-                buf: None,
-                len: 0,
-                backend,
-            });
-        }
+        let backend = backend_of(like);
         // usize -> i64 is exact for a checked id (below a tensor dim, so below
         // isize::MAX). A target equal to cross-entropy's `ignore_index` may be
         // any usize: it wraps exactly as the ignore index does, so the kernel's
         // equality test still holds.
         let v: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-        let buf = backend.stream.clone_htod(&v).map_err(driver_err(op))?;
         Ok(DeviceIds {
-            buf: Some(buf),
+            mem: DeviceMem::upload(backend, &v, op)?,
             len: ids.len(),
-            backend,
         })
     }
 
@@ -477,12 +458,9 @@ impl DeviceIds {
         self.len
     }
 
-    /// The raw device address of the first id, for kernel arguments (null
-    /// for an empty list, which no kernel is launched for).
+    /// The raw device address of the first id, for kernel arguments.
     fn address(&self) -> u64 {
-        self.buf
-            .as_ref()
-            .map_or(0, |b| b.device_ptr(&self.backend.stream).0)
+        self.mem.address(0)
     }
 }
 
@@ -520,6 +498,8 @@ pub(crate) struct NormSaved {
     rstd: CudaStorage,
     rows: usize,
     cols: usize,
+    /// The weight's and bias's shape (the normalized dims, `cols` elements).
+    param_shape: Shape,
 }
 
 /// The gradients a norm's backward produced: the input's in its dtype, the
@@ -573,6 +553,7 @@ pub(crate) fn layer_norm(
         launch!(backend, "norm", name, OP, launch::rows(rows); px, pw, pb, py, pmean, prstd, r64, c64, eps);
     }
     let y = wrap(out, c.shape().clone());
+    let param_shape = param_shape(weight.or(bias), cols);
     let saved = rstd.map(|rstd| NormSaved {
         kind: NormKind::Layer,
         x: c,
@@ -581,6 +562,7 @@ pub(crate) fn layer_norm(
         rstd,
         rows,
         cols,
+        param_shape,
     });
     Ok((y, saved))
 }
@@ -613,6 +595,7 @@ pub(crate) fn rms_norm(
         launch!(backend, "norm", name, OP, launch::rows(rows); px, pw, py, prstd, r64, c64, eps);
     }
     let y = wrap(out, c.shape().clone());
+    let param_shape = param_shape(weight, cols);
     let saved = rstd.map(|rstd| NormSaved {
         kind: NormKind::Rms,
         x: c,
@@ -621,8 +604,15 @@ pub(crate) fn rms_norm(
         rstd,
         rows,
         cols,
+        param_shape,
     });
     Ok((y, saved))
+}
+
+/// The shape of a norm's weight and bias gradients: the parameter's own
+/// (a normalized shape of several dims stays several dims).
+fn param_shape(param: Option<&TensorCore>, cols: usize) -> Shape {
+    param.map_or_else(|| Shape::from(vec![cols]), |p| p.shape().clone())
 }
 
 impl NormSaved {
@@ -676,7 +666,7 @@ impl NormSaved {
         let need_db = need_db && self.kind == NormKind::Layer;
         let (mut dw, mut db) = (None, None);
         if need_dw || need_db {
-            let pshape = Shape::from(vec![cols]);
+            let pshape = self.param_shape.clone();
             if n == 0 {
                 // No rows (or no columns): every column's sum is empty.
                 let zeros = |on: bool| {
@@ -700,7 +690,7 @@ impl NormSaved {
                 // column, the block's warps splitting the rows), at most as
                 // many as fill the GPU; blocks stride over further tiles.
                 let cap = backend.sm_count.max(1) as usize * 32;
-                let cfg = LaunchConfig {
+                let cfg = launch::LaunchConfig {
                     grid_dim: (cols.div_ceil(32).min(cap) as u32, 1, 1),
                     block_dim: (launch::BLOCK, 1, 1),
                     shared_mem_bytes: 0,
@@ -946,7 +936,7 @@ pub(crate) fn add_rows_inplace(
     let kb = Strided::new(&[rows, cols], &[0, 1]);
     let (pa, pb, n64) = (y.address(0), bias.address(bias_offset), n as u64);
     let name = format!("add_fwd_{}", suffix(y.dtype()));
-    let cfg: LaunchConfig = launch::elementwise(n, backend.sm_count);
+    let cfg: launch::LaunchConfig = launch::elementwise(n, backend.sm_count);
     // Elementwise in place is safe: each output element reads only its own
     // input element (and the bias).
     launch!(backend, "binary", name, OP, cfg; pa, pb, pa, n64, ka, kb);

@@ -12,12 +12,10 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{DevicePtr, DeviceRepr, LaunchConfig};
-
-use super::backend::{Backend, driver_err};
-use super::launch::{self, launch};
+use super::backend::Backend;
+use super::launch::{self, KernelArg, launch};
 use super::ops::{self, suffix};
-use super::storage::{CudaBuf, CudaStorage};
+use super::storage::CudaStorage;
 use crate::cpu::CpuStorage;
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -48,7 +46,7 @@ pub(crate) struct AdamArgs {
 // `struct AdamArgs { float decay, l2, one_minus_beta1, beta2, one_minus_beta2,
 // step_size, bias_correction2_sqrt, eps; int amsgrad, pad; }` (checked by the
 // layout test below).
-unsafe impl DeviceRepr for AdamArgs {}
+unsafe impl KernelArg for AdamArgs {}
 
 /// `struct SgdArgs` of optim.cu: amp's `SgdCoeffs` field for field, plus
 /// whether there is a momentum buffer.
@@ -72,7 +70,7 @@ pub(crate) struct SgdArgs {
 // padding, alignment 4), laid out exactly like optim.cu's
 // `struct SgdArgs { float lr, weight_decay, momentum, keep; int nesterov,
 // first, has_buffer, pad; }` (checked by the layout test below).
-unsafe impl DeviceRepr for SgdArgs {}
+unsafe impl KernelArg for SgdArgs {}
 
 /// A rule's fused step kernel with one step's arguments.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -112,7 +110,7 @@ impl DeviceState {
     /// The state of the device parameter `value`: an F32 master copy of it
     /// when `masters` is set; no buffers yet.
     pub(crate) fn new(value: &TensorCore, masters: bool, op: &'static str) -> Result<Self> {
-        let backend = ops::storage(value).backend.clone();
+        let backend = ops::storage(value).backend().clone();
         let master = if masters {
             Some(fresh_f32(value, op)?)
         } else {
@@ -270,19 +268,18 @@ impl DeviceState {
         if n > 0 {
             let t = suffix(value.dtype());
             let cfg = launch::elementwise(n, backend.sm_count);
-            let (n64, no_found_inf) = (n as u64, 0u64);
-            // The GradScaler decides on the host whether a step happens, so
-            // the kernels' own skip flag is not used (null).
+            let n64 = n as u64;
+            // Whether a step happens is the GradScaler's decision, on the host.
             match *kernel {
                 Kernel::Adam(args) => {
                     let [m, v, vmax] = bufs;
                     launch!(&backend, "optim", format!("adamw_fwd_{t}"), op, cfg;
-                        master_ptr, param_ptr, grad_ptr, m, v, vmax, n64, args, no_found_inf);
+                        master_ptr, param_ptr, grad_ptr, m, v, vmax, n64, args);
                 }
                 Kernel::Sgd(args) => {
                     let buf = bufs[0];
                     launch!(&backend, "optim", format!("sgd_fwd_{t}"), op, cfg;
-                        master_ptr, param_ptr, grad_ptr, buf, n64, args, no_found_inf);
+                        master_ptr, param_ptr, grad_ptr, buf, n64, args);
                 }
             }
         }
@@ -304,7 +301,7 @@ pub(crate) fn sum_of_squares(grads: &[&TensorCore], op: &'static str) -> Result<
     let Some(first) = grads.first() else {
         return Ok(0.0);
     };
-    let backend = ops::storage(first).backend.clone();
+    let backend = ops::storage(first).backend().clone();
     let parts = |n: usize| n.div_ceil(NORM_COLS);
     let total: usize = grads.iter().map(|g| parts(g.shape().numel())).sum();
     if total == 0 {
@@ -348,11 +345,10 @@ pub(crate) fn sum_of_squares(grads: &[&TensorCore], op: &'static str) -> Result<
     let (x, y, rows, cols) = (partial.address(0), out.address(0), 1u64, total as u64);
     launch!(&backend, "reduce", "sum_rows_fwd_f32", op, launch::rows(1);
         x, y, rows, cols, one);
-    let CudaBuf::F32(s) = &out.buf else {
+    // The sync: clip_grad_norm needs the norm on the host to decide.
+    let CpuStorage::F32(v) = out.download()? else {
         unreachable!("internal: an F32 allocation holds another dtype")
     };
-    // The sync: clip_grad_norm needs the norm on the host to decide.
-    let v = backend.stream.clone_dtoh(s).map_err(driver_err(op))?;
     Ok(f64::from(v[0]))
 }
 
@@ -378,15 +374,7 @@ fn fresh_f32(core: &TensorCore, op: &'static str) -> Result<TensorCore> {
     if c.storage_ptr() != core.storage_ptr() {
         return Ok(c); // a gather: already a new buffer
     }
-    let s = ops::storage(core);
-    let CudaBuf::F32(src) = &s.buf else {
-        return Err(internal(op, "an F32 tensor holds another dtype"));
-    };
-    let copy = s.backend.stream.clone_dtod(src).map_err(driver_err(op))?;
-    let copy = CudaStorage {
-        buf: CudaBuf::F32(copy),
-        backend: s.backend.clone(),
-    };
+    let copy = ops::storage(core).try_clone(op)?;
     Ok(ops::wrap(copy, core.shape().clone()))
 }
 
@@ -415,20 +403,6 @@ fn download_f32(core: &TensorCore, op: &'static str) -> Result<Vec<f32>> {
 /// The device address of element 0 of a contiguous device tensor.
 fn address(core: &TensorCore) -> u64 {
     ops::storage(core).address(core.layout().offset())
-}
-
-/// The address of a whole device slice (tables and flags of the scaler).
-pub(crate) fn slice_address<T>(backend: &Backend, s: &cudarc::driver::CudaSlice<T>) -> u64 {
-    s.device_ptr(&backend.stream).0
-}
-
-/// A one-block launch of `threads` threads (the scale update).
-pub(crate) fn single_block(threads: u32) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (1, 1, 1),
-        block_dim: (threads, 1, 1),
-        shared_mem_bytes: 0,
-    }
 }
 
 fn internal(op: &'static str, what: impl std::fmt::Display) -> Error {
@@ -515,7 +489,7 @@ mod tests {
 /// host's arithmetic in the same order, without fused multiply-adds). They
 /// need a GPU and pass trivially (with a note) without one.
 #[cfg(test)]
-mod gpu {
+mod on_gpu {
     use crate::autograd::Gradients;
     use crate::checkpoint::StateDict;
     use crate::device::Device;
@@ -526,14 +500,6 @@ mod gpu {
     use crate::precision::{BF16, DType, F16, F32, Precision};
     use crate::storage::TensorCore;
     use crate::tensor::Tensor;
-
-    fn gpu() -> Option<Device> {
-        let d = Device::cuda(0).ok();
-        if d.is_none() {
-            eprintln!("no usable GPU: device test skipped");
-        }
-        d
-    }
 
     fn bits(core: &TensorCore) -> Vec<u32> {
         let host = core.to_device(Device::Cpu).expect("download");
@@ -565,7 +531,9 @@ mod gpu {
         make: impl Fn(Vec<Parameter<P>>) -> O,
         grad_dtype: DType,
     ) {
-        let Some(dev) = gpu() else { return };
+        let Some(dev) = crate::cuda::test_device("same_as_host") else {
+            return;
+        };
         let host: Vec<Parameter<P>> = (0..SHAPES.len())
             .map(|i| Parameter::new(Tensor::<P>::randn(SHAPES[i], i as u64)))
             .collect();
@@ -743,7 +711,9 @@ mod gpu {
     /// is; a gradient on the wrong device is an error that changes nothing.
     #[test]
     fn mixed_devices_and_wrong_devices() {
-        let Some(dev) = gpu() else { return };
+        let Some(dev) = crate::cuda::test_device("mixed_devices_and_wrong_devices") else {
+            return;
+        };
         let a = Parameter::new(Tensor::<BF16>::randn([8], 1));
         let b = Parameter::new(Tensor::<BF16>::randn([8], 2).to_device(dev).unwrap());
         let mut opt =
@@ -779,7 +749,9 @@ mod gpu {
     /// the host's to f32 accuracy, and the scaling is exactly the host's.
     #[test]
     fn clip_grad_norm_on_gpu() {
-        let Some(dev) = gpu() else { return };
+        let Some(dev) = crate::cuda::test_device("clip_grad_norm_on_gpu") else {
+            return;
+        };
         let shapes: [&[usize]; 4] = [&[5000, 7], &[3], &[0], &[4097]];
         let (mut host, mut device) = (Gradients::default(), Gradients::default());
         for (i, s) in shapes.iter().enumerate() {

@@ -1,26 +1,120 @@
-//! Device memory of a tensor, and copies between host and device.
+//! Device memory: raw allocations ([`DeviceMem`]) and a tensor's typed buffer
+//! ([`CudaStorage`]), with copies between host and device.
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, DevicePtr};
 use half::{bf16, f16};
 
-use super::backend::{Backend, driver_err};
+use super::backend::Backend;
 use crate::cpu::CpuStorage;
 use crate::error::Result;
 use crate::precision::DType;
 
-/// A typed device buffer.
-pub(crate) enum CudaBuf {
-    F32(CudaSlice<f32>),
-    F16(CudaSlice<f16>),
-    BF16(CudaSlice<bf16>),
+/// Element types that are plain bits on both sides of a copy.
+///
+/// # Safety
+/// Every bit pattern is a valid value, and the type has no padding.
+pub(crate) unsafe trait Pod: Copy + Default + 'static {}
+// SAFETY: primitive numbers: no padding, every bit pattern valid.
+unsafe impl Pod for f32 {}
+// SAFETY: as above.
+unsafe impl Pod for f16 {}
+// SAFETY: as above.
+unsafe impl Pod for bf16 {}
+// SAFETY: as above.
+unsafe impl Pod for i64 {}
+// SAFETY: as above.
+unsafe impl Pod for u64 {}
+// SAFETY: as above.
+unsafe impl Pod for u32 {}
+
+fn bytes_of<T: Pod>(v: &[T]) -> &[u8] {
+    // SAFETY: `T: Pod` has no padding; the byte view covers exactly `v`.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+}
+
+fn bytes_of_mut<T: Pod>(v: &mut [T]) -> &mut [u8] {
+    // SAFETY: `T: Pod` accepts every bit pattern; the view covers exactly `v`.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(v)) }
+}
+
+/// One device allocation, freed (in stream order) when dropped.
+pub(crate) struct DeviceMem {
+    ptr: u64,
+    bytes: usize,
+    pub(crate) backend: Arc<Backend>,
+}
+
+impl Drop for DeviceMem {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from the backend's `alloc`, and it is owned
+        // here alone; work queued before this drop finishes first (one
+        // stream), and nothing can queue more on it after.
+        unsafe { self.backend.free(self.ptr) };
+    }
+}
+
+impl DeviceMem {
+    /// `bytes` of uninitialised device memory (at least one byte is
+    /// allocated, so an empty buffer still has an address).
+    pub(crate) fn alloc(backend: &Arc<Backend>, bytes: usize, op: &'static str) -> Result<Self> {
+        let ptr = backend.alloc(bytes.max(1), op)?;
+        Ok(DeviceMem {
+            ptr,
+            bytes,
+            backend: backend.clone(),
+        })
+    }
+
+    /// `bytes` of zeros.
+    pub(crate) fn zeroed(backend: &Arc<Backend>, bytes: usize, op: &'static str) -> Result<Self> {
+        let m = Self::alloc(backend, bytes, op)?;
+        // SAFETY: the range is the allocation just made.
+        unsafe { backend.zero(m.ptr, bytes, op) }?;
+        Ok(m)
+    }
+
+    /// A copy of `values` on the device.
+    pub(crate) fn upload<T: Pod>(
+        backend: &Arc<Backend>,
+        values: &[T],
+        op: &'static str,
+    ) -> Result<Self> {
+        let bytes = bytes_of(values);
+        let m = Self::alloc(backend, bytes.len(), op)?;
+        if !bytes.is_empty() {
+            // SAFETY: the destination is the allocation just made, of this size.
+            unsafe { backend.htod(m.ptr, bytes, op) }?;
+        }
+        Ok(m)
+    }
+
+    /// The first `n` values of type `T` (waits for the GPU).
+    pub(crate) fn download<T: Pod>(&self, n: usize, op: &'static str) -> Result<Vec<T>> {
+        let mut out = vec![T::default(); n];
+        let dst = bytes_of_mut(&mut out);
+        assert!(
+            dst.len() <= self.bytes,
+            "internal: reading past a device buffer"
+        );
+        if !dst.is_empty() {
+            // SAFETY: the source range lies inside this allocation (checked).
+            unsafe { self.backend.dtoh(dst, self.ptr, op) }?;
+        }
+        Ok(out)
+    }
+
+    /// The device address of byte `offset`.
+    pub(crate) fn address(&self, offset: usize) -> u64 {
+        self.ptr + offset as u64
+    }
 }
 
 /// A flat buffer of one element type in one GPU's memory.
 pub struct CudaStorage {
-    pub(crate) buf: CudaBuf,
-    pub(crate) backend: Arc<Backend>,
+    mem: DeviceMem,
+    len: usize,
+    dtype: DType,
 }
 
 impl std::fmt::Debug for CudaStorage {
@@ -28,9 +122,7 @@ impl std::fmt::Debug for CudaStorage {
         write!(
             f,
             "CudaStorage({:?}, {} elements on {:?})",
-            self.dtype(),
-            self.len(),
-            self.backend
+            self.dtype, self.len, self.mem.backend
         )
     }
 }
@@ -39,73 +131,69 @@ impl Clone for CudaStorage {
     /// A device-to-device copy (a `TensorCore` shares storage through an `Arc`
     /// and never clones it; this exists for `Storage: Clone`).
     fn clone(&self) -> Self {
-        let stream = &self.backend.stream;
-        let buf = match &self.buf {
-            CudaBuf::F32(s) => CudaBuf::F32(stream.clone_dtod(s).expect("CUDA copy failed")),
-            CudaBuf::F16(s) => CudaBuf::F16(stream.clone_dtod(s).expect("CUDA copy failed")),
-            CudaBuf::BF16(s) => CudaBuf::BF16(stream.clone_dtod(s).expect("CUDA copy failed")),
-        };
-        CudaStorage {
-            buf,
-            backend: self.backend.clone(),
-        }
+        self.try_clone("clone").expect("CUDA copy failed")
     }
 }
 
 impl CudaStorage {
     /// The element type.
     pub fn dtype(&self) -> DType {
-        match self.buf {
-            CudaBuf::F32(_) => DType::F32,
-            CudaBuf::F16(_) => DType::F16,
-            CudaBuf::BF16(_) => DType::BF16,
-        }
+        self.dtype
     }
 
     /// Number of elements.
     pub fn len(&self) -> usize {
-        match &self.buf {
-            CudaBuf::F32(s) => s.len(),
-            CudaBuf::F16(s) => s.len(),
-            CudaBuf::BF16(s) => s.len(),
-        }
+        self.len
     }
 
     /// Whether there are no elements.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
+    }
+
+    /// A device-to-device copy into a buffer of its own.
+    pub(crate) fn try_clone(&self, op: &'static str) -> Result<Self> {
+        let out = CudaStorage::alloc(&self.mem.backend, self.dtype, self.len, op)?;
+        let bytes = self.len * self.dtype.size_in_bytes();
+        if bytes > 0 {
+            // SAFETY: two distinct live allocations of at least `bytes` each.
+            unsafe { self.mem.backend.dtod(out.mem.ptr, self.mem.ptr, bytes, op) }?;
+        }
+        Ok(out)
     }
 
     /// The GPU's ordinal.
     pub fn ordinal(&self) -> usize {
-        self.backend.ordinal
+        self.mem.backend.ordinal
+    }
+
+    /// The backend of the GPU this lives on.
+    pub(crate) fn backend(&self) -> &Arc<Backend> {
+        &self.mem.backend
     }
 
     /// Copy `host` (all of it) to the GPU.
     pub(crate) fn upload(backend: &Arc<Backend>, host: &CpuStorage) -> Result<Self> {
         const OP: &str = "to_device";
-        let stream = &backend.stream;
-        // An empty tensor still gets a (1-element) allocation: cudarc cannot
-        // allocate 0 bytes, and a null buffer is not worth a special case.
-        let buf = match host {
-            CpuStorage::F32(v) => CudaBuf::F32(upload_slice(stream, v, OP)?),
-            CpuStorage::F16(v) => CudaBuf::F16(upload_slice(stream, v, OP)?),
-            CpuStorage::BF16(v) => CudaBuf::BF16(upload_slice(stream, v, OP)?),
+        let (mem, len) = match host {
+            CpuStorage::F32(v) => (DeviceMem::upload(backend, v, OP)?, v.len()),
+            CpuStorage::F16(v) => (DeviceMem::upload(backend, v, OP)?, v.len()),
+            CpuStorage::BF16(v) => (DeviceMem::upload(backend, v, OP)?, v.len()),
         };
         Ok(CudaStorage {
-            buf,
-            backend: backend.clone(),
+            mem,
+            len,
+            dtype: host.dtype(),
         })
     }
 
     /// Copy the whole buffer to the host (waits for the GPU).
     pub(crate) fn download(&self) -> Result<CpuStorage> {
-        let stream = &self.backend.stream;
-        let err = driver_err("to_device");
-        Ok(match &self.buf {
-            CudaBuf::F32(s) => CpuStorage::F32(stream.clone_dtoh(s).map_err(err)?),
-            CudaBuf::F16(s) => CpuStorage::F16(stream.clone_dtoh(s).map_err(err)?),
-            CudaBuf::BF16(s) => CpuStorage::BF16(stream.clone_dtoh(s).map_err(err)?),
+        const OP: &str = "to_device";
+        Ok(match self.dtype {
+            DType::F32 => CpuStorage::F32(self.mem.download(self.len, OP)?),
+            DType::F16 => CpuStorage::F16(self.mem.download(self.len, OP)?),
+            DType::BF16 => CpuStorage::BF16(self.mem.download(self.len, OP)?),
         })
     }
 
@@ -117,50 +205,26 @@ impl CudaStorage {
         n: usize,
         op: &'static str,
     ) -> Result<Self> {
-        let stream = &backend.stream;
-        let n = n.max(1);
-        let err = driver_err(op);
-        // SAFETY: the buffer is uninitialised device memory; callers launch a
-        // kernel that writes every element before anything reads it.
-        let buf = unsafe {
-            match dtype {
-                DType::F32 => CudaBuf::F32(stream.alloc::<f32>(n).map_err(err)?),
-                DType::F16 => CudaBuf::F16(stream.alloc::<f16>(n).map_err(err)?),
-                DType::BF16 => CudaBuf::BF16(stream.alloc::<bf16>(n).map_err(err)?),
+        // An empty tensor still gets one element, as cudarc allocated: some
+        // kernels (a fill) write one element whatever the count.
+        let bytes = n.max(1).checked_mul(dtype.size_in_bytes()).ok_or_else(|| {
+            crate::error::Error::Cuda {
+                op,
+                msg: format!("{n} elements of {dtype:?} do not fit in the address space"),
             }
-        };
+        })?;
         Ok(CudaStorage {
-            buf,
-            backend: backend.clone(),
+            mem: DeviceMem::alloc(backend, bytes, op)?,
+            len: n,
+            dtype,
         })
     }
 
     /// The device address of element `offset`: what kernels take. Valid while
-    /// `self` lives; work on the backend's one stream is ordered, and cudarc
-    /// frees buffers on that stream, so a kernel launched before a drop is done
+    /// `self` lives; work on the backend's one stream is ordered, and buffers
+    /// are freed on that stream, so a kernel launched before a drop is done
     /// with the memory before it is reused.
     pub(crate) fn address(&self, offset: usize) -> u64 {
-        let stream = &self.backend.stream;
-        let (base, size) = match &self.buf {
-            CudaBuf::F32(s) => (s.device_ptr(stream).0, 4),
-            CudaBuf::F16(s) => (s.device_ptr(stream).0, 2),
-            CudaBuf::BF16(s) => (s.device_ptr(stream).0, 2),
-        };
-        base + (offset * size) as u64
+        self.mem.address(offset * self.dtype.size_in_bytes())
     }
-}
-
-fn upload_slice<T: cudarc::driver::DeviceRepr + Copy + Default>(
-    stream: &Arc<cudarc::driver::CudaStream>,
-    v: &[T],
-    op: &'static str,
-) -> Result<CudaSlice<T>> {
-    let pad;
-    let src = if v.is_empty() {
-        pad = [T::default()];
-        &pad[..]
-    } else {
-        v
-    };
-    stream.clone_htod(src).map_err(driver_err(op))
 }

@@ -266,13 +266,7 @@ impl<P: Precision> Tensor<P> {
         if let Some(out) = gpu::binary_or_staged(self, rhs, "maximum", |a, b| a.maximum(b))? {
             return Ok(out);
         }
-        let out = self.zip_f32(rhs, "maximum", |a, b| {
-            if a.is_nan() || b.is_nan() {
-                f32::NAN
-            } else {
-                a.max(b)
-            }
-        })?;
+        let out = self.zip_f32(rhs, "maximum", math::maximum)?;
         // PyTorch's rule: half each on ties, none to the smaller operand, all
         // of it to both where a NaN makes them incomparable.
         Ok(self.record_binary(
@@ -284,20 +278,15 @@ impl<P: Precision> Tensor<P> {
         ))
     }
 
-    /// Elementwise minimum with broadcasting (NaN propagates). On ties the
+    /// Elementwise minimum with broadcasting (NaN propagates; -0 is below
+    /// +0, IEEE 754-2019's `minimum`). On ties the
     /// gradient is split equally between the operands, like PyTorch.
     pub fn minimum<Q: Precision + SamePrecision<P>>(&self, rhs: &Tensor<Q>) -> Result<Self> {
         #[cfg(feature = "cuda")]
         if let Some(out) = gpu::binary_or_staged(self, rhs, "minimum", |a, b| a.minimum(b))? {
             return Ok(out);
         }
-        let out = self.zip_f32(rhs, "minimum", |a, b| {
-            if a.is_nan() || b.is_nan() {
-                f32::NAN
-            } else {
-                a.min(b)
-            }
-        })?;
+        let out = self.zip_f32(rhs, "minimum", math::minimum)?;
         Ok(self.record_binary(
             "minimum",
             rhs,

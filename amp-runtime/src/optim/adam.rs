@@ -431,7 +431,7 @@ optimizer_api!(
 );
 
 #[cfg(all(test, feature = "cuda"))]
-mod tests {
+mod cuda {
     use super::*;
 
     /// The device arguments carry the host's coefficients unchanged (the

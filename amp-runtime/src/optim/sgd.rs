@@ -243,7 +243,7 @@ optimizer_api!(
 );
 
 #[cfg(all(test, feature = "cuda"))]
-mod tests {
+mod cuda {
     use super::*;
     use crate::cuda::optim::{Kernel, SgdArgs};
 

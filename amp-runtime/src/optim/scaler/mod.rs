@@ -28,7 +28,8 @@ use crate::tensor::Tensor;
 /// What the values of an iteration borrow: the scale, whether it is used,
 /// and the identity that ties a [`Stepped`] to its scaler and iteration.
 struct ScalerCore {
-    /// The scale and its tracker: the authority (device copies follow it).
+    /// The scale and its tracker: the one owner of the loss scale (GPU
+    /// unscales get its reciprocal by value; nothing of it lives on a GPU).
     state: LossScale,
     /// Dynamic scaling (F16); otherwise a no-op scaler.
     enabled: bool,
@@ -37,13 +38,6 @@ struct ScalerCore {
     /// Scale changes so far (updates, `set_scale`, `load_state`): a
     /// `Stepped` from an earlier generation is stale.
     generation: u64,
-    /// Copies of `state` on the GPUs whose gradients this scaler unscaled,
-    /// made at the first unscale there (the unscale is `&self`, hence the
-    /// lock). A cache: `update` applies the same rule to them on the device,
-    /// `set_scale` and `load_state` drop them, and a device failure while
-    /// updating one drops it, to be uploaded again from `state` when needed.
-    #[cfg(feature = "cuda")]
-    device: std::sync::Mutex<Vec<crate::cuda::scaler::DeviceScale>>,
 }
 
 impl ScalerCore {
@@ -53,8 +47,6 @@ impl ScalerCore {
             enabled,
             id: next_id(),
             generation: 0,
-            #[cfg(feature = "cuda")]
-            device: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -64,51 +56,6 @@ impl ScalerCore {
         } else {
             1.0
         }
-    }
-
-    /// Run `f` on the copy of the scale on GPU `ordinal`, uploading it from
-    /// the host state first if there is none yet.
-    #[cfg(feature = "cuda")]
-    fn with_device_scale<T>(
-        &self,
-        ordinal: usize,
-        op: &'static str,
-        f: impl FnOnce(&crate::cuda::scaler::DeviceScale) -> Result<T>,
-    ) -> Result<T> {
-        let mut copies = self.device.lock().unwrap_or_else(|e| e.into_inner());
-        let i = match copies.iter().position(|c| c.ordinal() == ordinal) {
-            Some(i) => i,
-            None => {
-                let copy = crate::cuda::scaler::DeviceScale::new(ordinal, &self.state, op)?;
-                copies.push(copy);
-                copies.len() - 1
-            }
-        };
-        f(&copies[i])
-    }
-
-    /// Forget the device copies (the host state changed other than by an
-    /// update): the next unscale on a GPU uploads the new state.
-    fn drop_device_copies(&mut self) {
-        #[cfg(feature = "cuda")]
-        self.device
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-    }
-
-    /// Apply an update with outcome `found_inf` to the device copies, as
-    /// `state.update` did on the host. A copy whose update fails is dropped
-    /// (the host state stays the authority; the next unscale uploads it).
-    fn update_device_copies(&mut self, found_inf: bool) {
-        #[cfg(feature = "cuda")]
-        {
-            let config = *self.state.config();
-            let copies = self.device.get_mut().unwrap_or_else(|e| e.into_inner());
-            copies.retain_mut(|c| c.update(found_inf, &config, "GradScaler::update").is_ok());
-        }
-        #[cfg(not(feature = "cuda"))]
-        let _ = found_inf;
     }
 }
 
@@ -231,14 +178,15 @@ impl<P: Precision> GradScaler<P> {
         Ok(s)
     }
 
-    /// The fused unscale alone, for benchmarks: `grads` (host tensors) times
-    /// `inv_scale` as F32, and how many gradients held inf/NaN. Not part of
+    /// The fused unscale alone, for benchmarks and tests: `grads` (on any
+    /// device) times `inv_scale` as F32, and how many gradients held inf/NaN
+    /// (reading GPU flags back waits for the GPU). Not part of
     /// the API: training code gets scaled gradients only from
     /// `scale(..).backward()`.
     #[doc(hidden)]
-    pub fn __unscale_gradients(grads: &Gradients, inv_scale: f32) -> (Gradients, usize) {
-        let (out, nonfinite) = unscale::unscale(grads, inv_scale);
-        (out, nonfinite.len())
+    pub fn __unscale_gradients(grads: &Gradients, inv_scale: f32) -> Result<(Gradients, usize)> {
+        let (out, nonfinite) = unscale::unscale(grads, inv_scale)?;
+        Ok((out, nonfinite.get()?.len()))
     }
 
     /// Whether this scaler scales (F16) or is a no-op (BF16, F32).
@@ -305,9 +253,7 @@ impl<P: Precision> GradScaler<P> {
         self.core.generation += 1;
         let found_inf = stepped.skipped();
         Ok(if self.core.enabled {
-            let update = self.core.state.update(found_inf);
-            self.core.update_device_copies(found_inf);
-            update
+            self.core.state.update(found_inf)
         } else {
             ScaleUpdate {
                 found_inf,
@@ -327,7 +273,6 @@ impl<P: Precision> GradScaler<P> {
         self.core
             .state
             .set_scale_in(new_scale, "GradScaler::set_scale")?;
-        self.core.drop_device_copies();
         self.core.generation += 1;
         Ok(())
     }
@@ -493,7 +438,6 @@ impl<P: Precision> GradScaler<P> {
         let scale: f32 = parse(&key("scale"), text("scale")?)?;
         let tracker: u32 = parse(&key("growth_tracker"), text("growth_tracker")?)?;
         self.core.state = LossScale::resume_in(config, scale, tracker, OP)?;
-        self.core.drop_device_copies();
         self.core.generation += 1;
         Ok(())
     }

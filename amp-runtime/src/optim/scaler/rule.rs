@@ -296,46 +296,6 @@ impl LossScale {
         }
     }
 
-    /// [`update`](LossScale::update) run on GPU `device` instead: this state
-    /// is uploaded, the device rule (`update_scale_fwd`, which a GradScaler
-    /// runs on its device copies of the scale) updates it there, and the
-    /// result is read back into `self`. For tests of the device rule against
-    /// the host's; not part of the API. Errors without a usable GPU.
-    #[doc(hidden)]
-    pub fn __update_on_device(
-        &mut self,
-        device: crate::device::Device,
-        found_inf: bool,
-    ) -> Result<ScaleUpdate> {
-        const OP: &str = "LossScale::__update_on_device";
-        #[cfg(feature = "cuda")]
-        {
-            let crate::device::Device::Cuda(ordinal) = device else {
-                return Err(Error::invalid(
-                    OP,
-                    "needs a GPU device, e.g. `Device::cuda(0)?`",
-                ));
-            };
-            let mut copy = crate::cuda::scaler::DeviceScale::new(ordinal, self, OP)?;
-            copy.update(found_inf, &self.config, OP)?;
-            let (scale, growth_tracker) = copy.read(OP)?;
-            let previous_scale = self.scale;
-            self.scale = scale;
-            self.growth_tracker = growth_tracker;
-            Ok(ScaleUpdate {
-                found_inf,
-                previous_scale,
-                scale,
-                growth_tracker,
-            })
-        }
-        #[cfg(not(feature = "cuda"))]
-        {
-            let _ = (device, found_inf);
-            Err(crate::device::not_built(OP))
-        }
-    }
-
     /// Replace the scale (PyTorch's `update(new_scale)`); the tracker is
     /// kept. It must be a positive normal f32 within the bounds.
     pub fn set_scale(&mut self, new_scale: f32) -> Result<()> {

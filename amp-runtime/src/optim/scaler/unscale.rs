@@ -9,9 +9,9 @@
 //! branch.
 //!
 //! GPU gradients (feature `cuda`): one `unscale_fwd_<t>` launch per GPU and
-//! dtype (`cuda::scaler::unscale`), reading the scale from the scaler's
-//! device copy; the per-tensor flags stay on the device until the step asks
-//! for them ([`Nonfinite`]).
+//! dtype (`cuda::scaler::unscale`), with the host's `1/scale` passed by
+//! value; the per-tensor flags stay on the device until the step asks for
+//! them ([`Nonfinite`]).
 
 use std::collections::HashSet;
 use std::mem::MaybeUninit;
@@ -19,7 +19,6 @@ use std::mem::MaybeUninit;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use super::ScalerCore;
 use crate::autograd::{Gradients, NodeId};
 use crate::cpu::PAR_THRESHOLD;
 use crate::error::Result;
@@ -45,8 +44,9 @@ const OP: &str = "ScaledGradients::unscale";
 /// back the first time anyone asks (the one host sync of a scaled step).
 pub(super) struct Nonfinite {
     host: HashSet<NodeId>,
+    /// Each GPU's flags, with the leaf of each of its inputs.
     #[cfg(feature = "cuda")]
-    device: Vec<crate::cuda::scaler::DeviceFlags>,
+    device: Vec<(crate::cuda::scaler::DeviceFlags, Vec<NodeId>)>,
     #[cfg(feature = "cuda")]
     resolved: std::sync::OnceLock<HashSet<NodeId>>,
 }
@@ -77,8 +77,9 @@ impl Nonfinite {
                 return Ok(all);
             }
             let mut all = self.host.clone();
-            for flags in &self.device {
-                all.extend(flags.read("GradScaler::step")?);
+            for (flags, ids) in &self.device {
+                let bad = flags.read("GradScaler::step")?;
+                all.extend(ids.iter().zip(bad).filter(|(_, b)| *b).map(|(id, _)| *id));
             }
             return Ok(self.resolved.get_or_init(|| all));
         }
@@ -158,27 +159,11 @@ enum Held<'a> {
     Gathered(Vec<f32>),
 }
 
-/// Every gradient of `grads` (all on the host) times `inv_scale`, as F32,
-/// and the leaves whose gradient held an inf or NaN.
-pub(super) fn unscale(grads: &Gradients, inv_scale: f32) -> (Gradients, HashSet<NodeId>) {
-    let entries: Vec<(NodeId, &TensorCore)> = grads.cores().collect();
-    let (outs, nonfinite) = unscale_host(&entries, inv_scale);
-    let mut out = Gradients::default();
-    for ((id, _), g) in entries.iter().zip(outs) {
-        out.insert_core(*id, g);
-    }
-    (out, nonfinite)
-}
-
-/// The unscale of a dynamic scaler: every gradient of `grads` times
-/// `scaler`'s `1/scale`, as F32 on the gradient's device, and which held
-/// inf/NaN. Host gradients are unscaled here; those on a GPU by one launch
-/// per dtype on that GPU, with their flags left on the device.
-pub(super) fn unscale_scaled(
-    grads: &Gradients,
-    scaler: &ScalerCore,
-) -> Result<(Gradients, Nonfinite)> {
-    let inv_scale = scaler.state.inv_scale();
+/// Every gradient of `grads` times `inv_scale`, as F32 on the gradient's
+/// device, and which held inf/NaN. Host gradients are unscaled here; those
+/// on a GPU by one launch per dtype on that GPU, with their flags left on the
+/// device.
+pub(super) fn unscale(grads: &Gradients, inv_scale: f32) -> Result<(Gradients, Nonfinite)> {
     let entries: Vec<(NodeId, &TensorCore)> = grads.cores().collect();
     #[cfg(feature = "cuda")]
     let (host, device): (Vec<_>, Vec<_>) = entries
@@ -201,20 +186,20 @@ pub(super) fn unscale_scaled(
 
         use crate::device::Device;
 
-        let mut by_gpu: BTreeMap<usize, Vec<(NodeId, &TensorCore)>> = BTreeMap::new();
+        let mut by_gpu: BTreeMap<usize, (Vec<NodeId>, Vec<&TensorCore>)> = BTreeMap::new();
         for (id, g) in device {
             if let Device::Cuda(n) = g.device() {
-                by_gpu.entry(n).or_default().push((id, g));
+                let group = by_gpu.entry(n).or_default();
+                group.0.push(id);
+                group.1.push(g);
             }
         }
-        for (ordinal, group) in by_gpu {
-            let (outs, flags) = scaler.with_device_scale(ordinal, OP, |scale| {
-                crate::cuda::scaler::unscale(&group, scale, OP)
-            })?;
-            for ((id, _), g) in group.iter().zip(outs) {
+        for (ids, group) in by_gpu.into_values() {
+            let (outs, flags) = crate::cuda::scaler::unscale(&group, inv_scale, OP)?;
+            for (id, g) in ids.iter().zip(outs) {
                 out.insert_core(*id, g);
             }
-            nonfinite.device.push(flags);
+            nonfinite.device.push((flags, ids));
         }
     }
     Ok((out, nonfinite))
