@@ -174,7 +174,10 @@ pub enum EntropyAlgorithm {
     /// bins (2048), thresholds at every bin edge from `num_quantized_bins`
     /// (128) on, outliers folded into the last kept bin, the kept bins
     /// merged into `num_quantized_bins` groups and spread back over the
-    /// non-zero bins, KL in f64; the smallest KL wins (the widest on ties).
+    /// non-zero bins, both smoothed, KL in f64; the smallest KL wins (the
+    /// widest on ties). As in NVIDIA's pytorch-quantization, the search
+    /// gives the first bin the second bin's count, so that the spike of a
+    /// ReLU output at 0 does not decide the threshold.
     /// The range is `[-t, t]` clamped to the data (a ReLU output gives
     /// `[0, t]`). Use [`EntropyOptions::tensorrt`].
     TensorRt,

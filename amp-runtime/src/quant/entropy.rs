@@ -236,20 +236,28 @@ impl AbsHistogram {
             };
             return Some((curve, r));
         }
-        let n = self.counts.len();
+        // The first bin (values near 0) takes the second bin's count, as
+        // NVIDIA's pytorch-quantization does: a ReLU output puts half its
+        // values at exactly 0, and that spike would dominate every
+        // candidate's KL and push the threshold down to the finest bins.
+        let mut counts = self.counts.clone();
+        if counts.len() > 1 {
+            counts[0] = counts[1];
+        }
+        let n = counts.len();
         let nq = nq.max(1);
         let first = nq.min(n);
         let mut thresholds = Vec::with_capacity(n - first + 1);
         let mut kl = Vec::with_capacity(n - first + 1);
-        let total: u64 = self.counts.iter().sum();
-        let mut head: u64 = self.counts[..first].iter().sum();
+        let total: u64 = counts.iter().sum();
+        let mut head: u64 = counts[..first].iter().sum();
         for i in first..=n {
             if i > first {
-                head += self.counts[i - 1];
+                head += counts[i - 1];
             }
             let t = (i as f64 * self.width) as f32;
             thresholds.push((-t, t));
-            kl.push(trt_kl(&self.counts[..i], total - head, nq));
+            kl.push(trt_kl(&counts[..i], total - head, nq));
         }
         // Ties go to the widest threshold: clip as little as the score allows.
         let mut best = 0;
