@@ -178,11 +178,11 @@ fn int32_bias_dequantizes_within_half_its_scale() {
     let (wp, _) =
         quantize_weights_per_channel::<i8>(&w, &[8, n], 1, QuantScheme::I8_SYMMETRIC).unwrap();
     let b = quantize_bias(&bias, 0.03, &wp).unwrap();
-    for j in 0..n {
+    for (j, &want) in bias.iter().enumerate() {
         assert_eq!(b.scale[j], 0.03 * wp.scale()[j]);
         let back = f64::from(b.data[j]) * f64::from(b.scale[j]);
         assert!(
-            (back - f64::from(bias[j])).abs() <= f64::from(b.scale[j]) * 0.5 + 1e-12,
+            (back - f64::from(want)).abs() <= f64::from(b.scale[j]) * 0.5 + 1e-12,
             "{}",
             repro(s)
         );

@@ -962,7 +962,7 @@ fn edge_histcoll(t: &mut Tally, r: &[&str], normal: &[f32]) {
         t.check(
             "NaN without skip_nan -> error",
             strict.collect(&calls[0]).is_err(),
-            || String::new(),
+            String::new,
         );
     }
 }

@@ -283,9 +283,13 @@ mod tests {
     #[test]
     fn floor_divide_snaps_like_numpy() {
         assert_eq!(numpy_floor_divide(7.0, 2.0), 3.0);
-        // 0.3 / 0.1 rounds to 3.0 in f32, but 0.3 // 0.1 is 2 in numpy.
-        assert_eq!(numpy_floor_divide(0.3, 0.1), 2.0);
-        assert_eq!((0.3f32 / 0.1).floor(), 3.0);
+        // f32 1.0 / 0.1 rounds to 10, but numpy's 1.0 // 0.1 is 9 (0.1f32 is
+        // slightly above 0.1); values checked with numpy 2.4.
+        assert_eq!((1.0f32 / 0.1).floor(), 10.0);
+        assert_eq!(numpy_floor_divide(1.0, 0.1), 9.0);
+        assert_eq!(numpy_floor_divide(0.7, 0.1), 6.0);
+        assert_eq!(numpy_floor_divide(5.0, 0.1), 49.0);
+        assert_eq!(numpy_floor_divide(0.3, 0.1), 3.0);
     }
 
     #[test]

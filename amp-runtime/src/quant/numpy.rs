@@ -105,8 +105,8 @@ pub(crate) fn count_by_edges(data: impl Iterator<Item = f32>, edges: &[f64], cou
 /// is `f32(start + step)`, and the rest are `start + i·(second - start)`.
 pub(crate) fn arange_f32_args(start: f32, stop: f32, step: f32) -> Vec<f64> {
     let len = ((f64::from(stop) - f64::from(start)) / f64::from(step)).ceil();
-    // Not finite or not positive: empty, as numpy gives.
-    if !(len >= 1.0) {
+    // NaN, or not positive: empty, as numpy gives.
+    if len.is_nan() || len < 1.0 {
         return Vec::new();
     }
     let len = len as usize;

@@ -263,7 +263,7 @@ pub fn requantize<T: QuantInt>(
 ) -> Result<()> {
     const OP: &str = "requantize";
     check_out(OP, acc.len(), out.len())?;
-    if cols == 0 || acc.len() % cols != 0 {
+    if cols == 0 || !acc.len().is_multiple_of(cols) {
         return Err(crate::Error::invalid(
             OP,
             format!(
