@@ -7,8 +7,8 @@ mod common;
 use amp::quant::{
     Calibrator, EntropyCalibrator, EntropyOptions, Method, MinMaxCalibrator, MinMaxOptions,
     PercentileCalibrator, PercentileOptions, QuantParams, QuantScheme, QuantType, Range,
-    compute_scale_zp, dequantize, quantize, quantize_bias, quantize_weights,
-    quantize_weights_per_channel, requantize, requantize_multiplier,
+    adjust_weight_scale_for_int32_bias, compute_scale_zp, dequantize, quantize, quantize_bias,
+    quantize_weights, quantize_weights_per_channel, requantize, requantize_multiplier,
 };
 use common::{Rng, repro, seed};
 
@@ -186,6 +186,33 @@ fn int32_bias_dequantizes_within_half_its_scale() {
             "{}",
             repro(s)
         );
+    }
+    // A bias too large for int32 at input_scale × weight_scale: ORT's
+    // weight-scale adjustment makes it fit, per channel.
+    let tiny = QuantParams::per_channel(1, vec![1e-7; n], vec![0; n], QuantType::I8).unwrap();
+    let huge: Vec<f32> = bias.iter().map(|&b| b * 1e4).collect();
+    let saturated = quantize_bias(&huge, 1e-4, &tiny).unwrap();
+    assert!(
+        saturated
+            .data
+            .iter()
+            .any(|&q| q == i32::MAX || q == i32::MIN)
+    );
+    let fixed = adjust_weight_scale_for_int32_bias(&huge, 1e-4, &tiny).unwrap();
+    let b2 = quantize_bias(&huge, 1e-4, &fixed).unwrap();
+    for (j, &want) in huge.iter().enumerate() {
+        assert!(
+            b2.data[j] != i32::MAX && b2.data[j] != i32::MIN,
+            "{}",
+            repro(s)
+        );
+        let back = f64::from(b2.data[j]) * f64::from(b2.scale[j]);
+        assert!(
+            (back - f64::from(want)).abs() <= f64::from(b2.scale[j]) * 0.5 + 1e-9,
+            "{}",
+            repro(s)
+        );
+        assert!(fixed.scale()[j] >= 1e-7);
     }
     // Per-channel weights need one bias per channel.
     assert!(quantize_bias(&bias[..3], 0.03, &wp).is_err());

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use amp::quant::{
     Calibrator, EntropyCalibrator, EntropyOptions, Method, MinMaxCalibrator, MinMaxOptions,
     PercentileCalibrator, PercentileOptions, QuantInt, QuantParams, QuantScheme, QuantType,
-    compute_scale_zp, dequantize, quantize, quantize_bias, quantize_weights,
-    quantize_weights_per_channel,
+    adjust_weight_scale_for_int32_bias, compute_scale_zp, dequantize, quantize, quantize_bias,
+    quantize_weights, quantize_weights_per_channel,
 };
 
 // ---- the record files ----------------------------------------------------------------
@@ -607,6 +607,15 @@ fn quantize_static_runs_reproduce_ort() {
                     QuantParams::per_channel(1, ws.clone(), vec![0; ws.len()], QuantType::I8)
                         .unwrap()
                 };
+                // ORT's weight-scale adjustment for int32 biases leaves
+                // these ordinary layers as they are.
+                let adjusted =
+                    adjust_weight_scale_for_int32_bias(&inputs[b].f, in_scale, &wp).unwrap();
+                t.check(
+                    "int32-bias weight adjustment (no-op here)",
+                    adjusted == wp,
+                    || format!("{name} {w}"),
+                );
                 let qb = quantize_bias(&inputs[b].f, in_scale, &wp).unwrap();
                 let rs = &run.init[&format!("{b}_quantized_scale")].f;
                 let same_scale = qb.scale.len() == rs.len()

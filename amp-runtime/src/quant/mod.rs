@@ -17,7 +17,8 @@
 //! - [`compute_scale_zp`] and [`QuantScheme`] turn a range into
 //!   [`QuantParams`] (`u8`/`i8`, symmetric or not, ORT's `reduce_range`).
 //! - [`quantize_weights`], [`quantize_weights_per_channel`] and
-//!   [`quantize_bias`] make what `quantize_static` stores for a layer;
+//!   [`quantize_bias`] (with [`adjust_weight_scale_for_int32_bias`]) make what
+//!   `quantize_static` stores for a layer;
 //!   [`quantize`], [`dequantize`] and [`requantize`] are ORT's
 //!   `QuantizeLinear`, `DequantizeLinear` and quantized GEMM output stage on
 //!   slices. The integer GEMM itself is [`crate::cpu::qgemm`].
@@ -79,6 +80,7 @@ pub use entropy::KlCurve;
 pub use histogram::{Histogram, HistogramKind};
 pub use params::{QuantParams, QuantScheme, QuantType, compute_scale_zp};
 pub use qmath::{
-    QuantInt, QuantizedBias, dequantize, dequantize_into, quantize, quantize_bias, quantize_into,
-    quantize_weights, quantize_weights_per_channel, requantize, requantize_multiplier,
+    QuantInt, QuantizedBias, adjust_weight_scale_for_int32_bias, dequantize, dequantize_into,
+    quantize, quantize_bias, quantize_into, quantize_weights, quantize_weights_per_channel,
+    requantize, requantize_multiplier,
 };

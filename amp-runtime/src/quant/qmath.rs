@@ -498,3 +498,81 @@ pub fn quantize_bias(
         .collect();
     Ok(QuantizedBias { scale, data })
 }
+
+/// ORT's weight-scale adjustment for an int32 bias
+/// (`_adjust_weight_scale_for_int32_bias`, on unless
+/// `QDQDisableWeightAdjustForInt32Bias`): if `input_scale · weight_scale` is
+/// so small that the bias would overflow int32, the weight scale grows until
+/// the bias fits (`2 · |bias| · 1.0001 / (2³² − 2)`, per tensor with the
+/// bias's range including 0, per channel with each `|bias[c]|`). Apply it
+/// to symmetric int8 weights before quantizing them; unchanged parameters
+/// come back as they were, which is what ordinary layers get.
+///
+/// ```
+/// use amp::quant::{adjust_weight_scale_for_int32_bias, quantize_bias, QuantParams, QuantType};
+/// # fn main() -> amp::Result<()> {
+/// let w = QuantParams::per_tensor(1e-6, 0, QuantType::I8)?;
+/// let bias = [5000.0];
+/// assert_eq!(quantize_bias(&bias, 1e-6, &w)?.data, vec![i32::MAX]); // saturated
+/// let w = adjust_weight_scale_for_int32_bias(&bias, 1e-6, &w)?;
+/// let b = quantize_bias(&bias, 1e-6, &w)?;
+/// assert!(b.data[0] < i32::MAX && (f64::from(b.data[0]) * f64::from(b.scale[0]) - 5000.0).abs() < 1e-3);
+/// # Ok(()) }
+/// ```
+pub fn adjust_weight_scale_for_int32_bias(
+    bias: &[f32],
+    input_scale: f32,
+    weight: &QuantParams,
+) -> Result<QuantParams> {
+    const OP: &str = "adjust_weight_scale_for_int32_bias";
+    if weight.zero_point().iter().any(|&z| z != 0) {
+        return Err(quant_error(
+            OP,
+            "",
+            "the weight has non-zero zero points; ORT adjusts only symmetric weights: quantize the weight with a symmetric scheme",
+        ));
+    }
+    weight_range(OP, bias, 0)?;
+    let qrange = f64::from(i32::MAX) - f64::from(i32::MIN + 1);
+    let smallest = |absmax: f64| 1.0001 * (2.0 * absmax) / qrange;
+    let input = f64::from(input_scale);
+    let adjust = |w: f32, needed: f64| {
+        let candidate = input * f64::from(w);
+        if candidate < needed && candidate > 0.0 {
+            (f64::from(w) * (needed / candidate)) as f32
+        } else {
+            w
+        }
+    };
+    let scale: Vec<f32> = if weight.axis().is_none() {
+        let (lo, hi) = bias
+            .iter()
+            .fold((0f32, 0f32), |(l, h), &b| (l.min(b), h.max(b)));
+        let needed = smallest(f64::from(lo.abs().max(hi.abs())));
+        vec![adjust(weight.scale()[0], needed)]
+    } else {
+        if bias.len() != weight.channels() {
+            return Err(quant_error(
+                OP,
+                "",
+                format!(
+                    "{} bias values for a weight with {} channels: give one bias per output channel",
+                    bias.len(),
+                    weight.channels()
+                ),
+            ));
+        }
+        weight
+            .scale()
+            .iter()
+            .zip(bias)
+            .map(|(&w, &b)| adjust(w, smallest(f64::from(b.abs()))))
+            .collect()
+    };
+    match weight.axis() {
+        None => QuantParams::per_tensor(scale[0], 0, weight.qtype()),
+        Some(axis) => {
+            QuantParams::per_channel(axis, scale, weight.zero_point().to_vec(), weight.qtype())
+        }
+    }
+}
