@@ -47,6 +47,11 @@ mod private {
 }
 
 /// An 8-bit GEMM operand element: `u8` or `i8`.
+///
+/// ```
+/// use amp::cpu::Int8;
+/// assert_eq!((255u8.widen(), (-128i8).widen()), (255, -128));
+/// ```
 pub trait Int8: Copy + Send + Sync + private::Sealed {
     /// The value, widened.
     fn widen(self) -> i16;

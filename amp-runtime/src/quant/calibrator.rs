@@ -158,6 +158,12 @@ impl Default for MinMaxOptions {
 }
 
 /// Which entropy search [`EntropyCalibrator`] runs.
+///
+/// ```
+/// use amp::quant::{EntropyAlgorithm, EntropyOptions};
+/// assert_eq!(EntropyOptions::default().algorithm, EntropyAlgorithm::Ort);
+/// assert_eq!(EntropyOptions::tensorrt().algorithm, EntropyAlgorithm::TensorRt);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum EntropyAlgorithm {
     /// ORT's `get_entropy_threshold`, bit for bit: a signed value histogram,

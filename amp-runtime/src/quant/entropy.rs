@@ -11,6 +11,19 @@ use super::numpy::pairwise_sum;
 /// histogram's centre; TensorRT-style: bins from zero), kept the range
 /// `thresholds[j]` and scored `kl[j]` (infinite where a distribution was
 /// empty). The search picks the smallest KL.
+///
+/// ```
+/// use amp::quant::{Calibrator, EntropyCalibrator, EntropyOptions};
+/// # fn main() -> amp::Result<()> {
+/// let mut cal = EntropyCalibrator::new("x", EntropyOptions { num_bins: 512, ..Default::default() });
+/// let data: Vec<f32> = (0..5000).map(|i| ((i * 7919) % 1000) as f32 / 100.0 - 5.0).collect();
+/// cal.collect(&data)?;
+/// let curve = cal.kl_curve()?;
+/// assert_eq!(curve.first_i, 64); // num_quantized_bins / 2
+/// assert_eq!(curve.kl.len(), 256 - 64 + 1);
+/// assert!(curve.kl.iter().all(|&k| k >= curve.kl[curve.best]));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct KlCurve {
     /// The `i` of the first candidate.

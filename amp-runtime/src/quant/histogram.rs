@@ -6,6 +6,17 @@ use super::numpy::{
 };
 
 /// What a [`Histogram`] counts.
+///
+/// ```
+/// use amp::quant::{Calibrator, HistogramKind, PercentileCalibrator, PercentileOptions};
+/// # fn main() -> amp::Result<()> {
+/// let mut sym = PercentileCalibrator::new("x", PercentileOptions::default());
+/// sym.collect(&[-2.0, 0.5, 1.0])?;
+/// let h = sym.histogram().unwrap();
+/// assert_eq!(h.kind(), HistogramKind::Absolute);
+/// assert_eq!((h.edges()[0], *h.edges().last().unwrap()), (0.5, 2.0)); // from min|x|, not 0
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HistogramKind {
     /// Signed values over `[-threshold, +threshold]`, `threshold = max|x|` of

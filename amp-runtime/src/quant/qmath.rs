@@ -437,6 +437,14 @@ fn weight_range(op: &'static str, data: &[f32], offset: usize) -> Result<(f32, f
 }
 
 /// An int32 bias and its scales (its zero point is 0).
+///
+/// ```
+/// use amp::quant::{quantize_bias, QuantParams, QuantType};
+/// # fn main() -> amp::Result<()> {
+/// let b = quantize_bias(&[0.5], 0.25, &QuantParams::per_tensor(0.5, 0, QuantType::I8)?)?;
+/// assert_eq!((b.scale.as_slice(), b.data.as_slice()), (&[0.125f32][..], &[4][..]));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantizedBias {
     /// `input_scale · weight_scale` (f32): one, or one per output channel.
