@@ -380,6 +380,30 @@ fn calibration_errors_name_the_tensor_the_values_and_the_fix() {
         cal.collect(&[-1.0, 2.0]).unwrap();
         assert!(cal.range().is_ok());
     }
+    // A later batch far wider than the first would need a histogram of
+    // billions of bins (ORT runs out of memory): an error, state kept.
+    for method in [
+        Method::Entropy(EntropyOptions {
+            num_bins: 512,
+            ..Default::default()
+        }),
+        Method::Entropy(EntropyOptions::tensorrt()),
+        Method::Percentile(PercentileOptions::default()),
+        Method::Percentile(PercentileOptions {
+            symmetric: false,
+            ..Default::default()
+        }),
+    ] {
+        let mut cal = method.calibrator("narrow");
+        cal.collect(&[1e-30, -2e-30, 3e-30]).unwrap();
+        let before = cal.range().unwrap();
+        let err = cal.collect(&[1e30]).unwrap_err().to_string();
+        assert!(
+            err.contains("narrow") && err.contains("bins") && err.contains("first batch"),
+            "{method:?}: {err}"
+        );
+        assert_eq!(cal.range().unwrap(), before);
+    }
     let mut bad = PercentileCalibrator::new(
         "t",
         PercentileOptions {

@@ -315,6 +315,9 @@ fn histogram_error(tensor: &str, e: RangeError) -> crate::Error {
             )
         }
         RangeError::Inverted(lo, hi) => format!("the histogram range [{lo}, {hi}] is inverted"),
+        RangeError::TooManyBins(bins) => format!(
+            "this batch is so much wider than the first one that the histogram, which keeps the first batch's bin width, would need {bins:.0} bins: calibrate with a representative first batch (or all batches in one collect_batches call), or use MinMax"
+        ),
     };
     quant_error(COLLECT, tensor, msg)
 }
@@ -528,7 +531,8 @@ impl Calibrator for EntropyCalibrator {
             EntropyAlgorithm::TensorRt => self
                 .abs
                 .get_or_insert_with(|| AbsHistogram::new(self.options.num_bins))
-                .collect(batches),
+                .collect(batches)
+                .map_err(|e| histogram_error(&self.tensor, e))?,
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 
 use super::calibrator::Range;
 use super::histogram::{Histogram, HistogramKind};
-use super::numpy::pairwise_sum;
+use super::numpy::{MAX_BINS, RangeError, pairwise_sum};
 
 /// The KL divergence of every candidate threshold an entropy search tried.
 ///
@@ -181,7 +181,7 @@ impl AbsHistogram {
 
     /// Adds finite values (NaN skipped by the caller's choice: they are
     /// dropped here).
-    pub(crate) fn collect(&mut self, batches: &[&[f32]]) {
+    pub(crate) fn collect(&mut self, batches: &[&[f32]]) -> Result<(), RangeError> {
         let values = || {
             batches
                 .iter()
@@ -190,13 +190,19 @@ impl AbsHistogram {
                 .filter(|v| !v.is_nan())
         };
         let amax = values().fold(0f32, |m, v| m.max(v.abs()));
+        if self.width != 0.0 {
+            let bins = (f64::from(amax) / self.width).ceil();
+            if bins.is_nan() || bins > MAX_BINS as f64 {
+                return Err(RangeError::TooManyBins(bins));
+            }
+        }
         for v in values() {
             self.min = self.min.min(v);
             self.max = self.max.max(v);
         }
         if amax == 0.0 && self.width == 0.0 {
             self.zeros += values().count() as u64;
-            return;
+            return Ok(());
         }
         if self.width == 0.0 {
             self.width = f64::from(amax) / self.num_bins as f64;
@@ -205,14 +211,19 @@ impl AbsHistogram {
         }
         let top = self.counts.len() as f64 * self.width;
         if f64::from(amax) > top {
-            let bins = (f64::from(amax) / self.width).ceil() as usize;
-            self.counts.resize(bins.max(self.counts.len()), 0);
+            let bins = (f64::from(amax) / self.width).ceil();
+            if bins.is_nan() || bins > MAX_BINS as f64 {
+                return Err(RangeError::TooManyBins(bins));
+            }
+            self.counts
+                .resize((bins as usize).max(self.counts.len()), 0);
         }
         let last = self.counts.len() - 1;
         for v in values() {
             let k = ((f64::from(v.abs()) / self.width) as usize).min(last);
             self.counts[k] += 1;
         }
+        Ok(())
     }
 
     pub(crate) fn is_empty(&self) -> bool {

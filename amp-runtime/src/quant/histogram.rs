@@ -2,7 +2,8 @@
 //! and grown exactly as ONNX Runtime's `HistogramCollector` does.
 
 use super::numpy::{
-    RangeError, arange_f32_args, count_by_edges, count_uniform, linspace_edges, outer_edges,
+    MAX_BINS, RangeError, arange_f32_args, count_by_edges, count_uniform, linspace_edges,
+    outer_edges,
 };
 
 /// What a [`Histogram`] counts.
@@ -168,7 +169,11 @@ impl Histogram {
             // data is binned, the old counts move `half` bins to the right.
             let stride = (2.0 * othr) / onb as f32;
             let half = numpy_floor_divide(thr - othr, stride) + 1.0;
-            // Finite and at least 1: thr > othr > 0 and stride > 0.
+            // At least 1 (thr > othr > 0, stride > 0), possibly huge.
+            let bins = onb as f64 + 2.0 * f64::from(half);
+            if bins.is_nan() || bins > MAX_BINS as f64 {
+                return Err(RangeError::TooManyBins(bins));
+            }
             let half = half as usize;
             let nb = onb + 2 * half;
             let nthr = half as f32 * stride + othr;
@@ -225,7 +230,13 @@ impl Histogram {
         let mut edges: Vec<f64> = old.edges.iter().map(|&e| f64::from(e)).collect();
         if amax > last {
             let width = old.edges[1] - old.edges[0];
-            edges.extend(arange_f32_args(last + width, amax + width, width));
+            let (start, stop) = (last + width, amax + width);
+            let more = ((f64::from(stop) - f64::from(start)) / f64::from(width)).ceil();
+            let bins = edges.len() as f64 + more;
+            if bins.is_nan() || bins > MAX_BINS as f64 {
+                return Err(RangeError::TooManyBins(bins));
+            }
+            edges.extend(arange_f32_args(start, stop, width));
         }
         let mut counts = vec![0; edges.len() - 1];
         count_by_edges(abs(), &edges, &mut counts);

@@ -14,7 +14,15 @@ pub(crate) enum RangeError {
     NotFinite(f32, f32),
     /// `lo > hi` (`max must be larger than min in range parameter`).
     Inverted(f32, f32),
+    /// Growing the histogram to cover a wider batch would need this many
+    /// bins (more than [`MAX_BINS`]; numpy would run out of memory).
+    TooManyBins(f64),
 }
+
+/// The most bins a grown histogram may have (32 MiB of counts). The first
+/// collection sets the bin width; a later batch hundreds of thousands of
+/// times wider than it would need more.
+pub(crate) const MAX_BINS: usize = 1 << 22;
 
 /// The outer edges `np.histogram` uses for `range=(lo, hi)`: an empty range is
 /// widened by 0.5 on each side (in f32).
