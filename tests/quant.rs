@@ -489,6 +489,14 @@ fn parameter_errors_say_what_is_wrong() {
         .to_string();
     assert!(err.contains("axis 1 have 3 channels"), "{err}");
     assert!(QuantParams::per_tensor(0.0, 0, QuantType::I8).is_err());
+    // Empty weights are not an error: scale 1, zero point 0, as in ORT.
+    let (p, q) =
+        quantize_weights_per_channel::<i8>(&[], &[0, 3], 1, QuantScheme::I8_SYMMETRIC).unwrap();
+    assert_eq!((p.scale(), q.len()), (&[1.0f32; 3][..], 0));
+    assert!(
+        quantize_weights_per_channel::<i8>(&[0.0; 6], &[2, 3], 2, QuantScheme::I8_SYMMETRIC)
+            .is_err()
+    );
     assert!(QuantParams::per_tensor(1.0, -129, QuantType::I8).is_err());
     let mut out = [0u8; 2];
     assert!(requantize(&[1, 2, 3], 2, None, &[1.0], 0, &mut out).is_err());

@@ -247,7 +247,7 @@ pub fn qgemm<A: Int8, B: Int8>(
     let kernel = Kernel::detect();
     let threads = rayon::current_num_threads();
     let row_blocks = m.div_ceil(MR);
-    if threads == 1 || m * n * k < 64 * 64 * 64 {
+    if threads == 1 || (m * n).saturating_mul(k) < 64 * 64 * 64 {
         serial(kernel, m, n, k, &a, &b, c, ldc);
     } else if row_blocks >= 2 * threads || n <= NR * threads {
         by_rows(kernel, m, n, k, &a, &b, c, ldc, threads);

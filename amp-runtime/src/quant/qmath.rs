@@ -386,6 +386,10 @@ pub fn quantize_weights_per_channel<T: QuantInt>(
     }
     let (mut scales, mut zps) = (Vec::with_capacity(channels), Vec::with_capacity(channels));
     for c in 0..channels {
+        // A channel with no elements (another dim is 0): ORT's empty range.
+        if lo[c] > hi[c] {
+            (lo[c], hi[c]) = (0.0, 0.0);
+        }
         let p = scale_zp_named(OP, "", lo[c], hi[c], scheme)?;
         scales.push(p.scale()[0]);
         zps.push(p.zero_point()[0]);
