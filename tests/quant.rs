@@ -310,7 +310,12 @@ fn tensorrt_entropy_matches_an_independent_search_and_clips_outliers() {
         mm.range().unwrap(),
         "ORT's 128/128 Entropy is MinMax"
     );
-    assert!(mse(r) < mse(mm.range().unwrap()) * 0.1, "{}", repro(s));
+    let (clipped, full) = (mse(r), mse(mm.range().unwrap()));
+    assert!(
+        clipped < full * 0.25,
+        "{r:?}: {clipped} vs {full}; {}",
+        repro(s)
+    );
 }
 
 #[test]
