@@ -207,6 +207,18 @@ pub fn machine() -> String {
         if std::arch::is_x86_feature_detected!("avx512f") {
             features.push("avx512f");
         }
+        // The int8 dot-product instructions (the INT8 GEMM bench's context).
+        if std::arch::is_x86_feature_detected!("avx512bw") {
+            features.push("avx512bw");
+        }
+        if std::arch::is_x86_feature_detected!("avx512vnni") {
+            features.push("avx512vnni");
+        }
+        if std::arch::is_x86_feature_detected!("avxvnni") {
+            features.push("avxvnni");
+        } else if !std::arch::is_x86_feature_detected!("avx512vnni") {
+            features.push("no-vnni");
+        }
     }
     format!(
         "{cpu}, {} threads, {}",

@@ -118,6 +118,18 @@ pub enum Error {
         /// What is wrong with it and how to fix it.
         msg: String,
     },
+    /// Calibration or quantization that cannot give usable parameters: no
+    /// data collected, NaN or infinite values, a range with no valid scale,
+    /// parameters that do not fit the data.
+    #[error("{op}{}: {msg}", if tensor.is_empty() { String::new() } else { format!(" (tensor `{tensor}`)") })]
+    Quantization {
+        /// The function that failed (`Calibrator::range`, `compute_scale_zp`).
+        op: &'static str,
+        /// The tensor being calibrated or quantized (empty when unnamed).
+        tensor: String,
+        /// The values involved, what is wrong and how to fix it.
+        msg: String,
+    },
     /// The operating system refused a file operation (missing file, no
     /// permission, full disk).
     #[error("{op}: {action} `{path}` failed: {msg}")]

@@ -17,6 +17,7 @@ pub mod nn;
 pub mod ops;
 pub mod optim;
 mod precision;
+pub mod quant;
 mod shape;
 mod storage;
 mod tensor;
